@@ -1,0 +1,510 @@
+/**
+ * `DeviceQueue`: the device side of a split virtqueue (§2.7), hardened against a hostile
+ * driver. Every descriptor is read once (no time-of-check/time-of-use gap), every buffer
+ * is range-checked against guest memory, every loop is bounded by the queue size, and any
+ * corruption stops the queue and reports a {@link VirtioError} so the device can enter
+ * DEVICE_NEEDS_RESET (DESIGN.md, "A hostile guest").
+ *
+ * The device loop, as in rust-vmm and Linux:
+ * ```ts
+ * do {
+ *   queue.disableNotification();
+ *   for (let chain; (chain = queue.popChain()) !== null; ) queue.addUsed(chain.head, serve(chain));
+ * } while (queue.enableNotification());
+ * if (queue.needsNotification()) interrupt();
+ * ```
+ *
+ * @module
+ */
+
+import { combineAddress, type GuestMemory } from "@pvkit/platform";
+import { VirtioError, VirtioErrorCode } from "../errors.js";
+import { loadIndex, storeIndex, wordsOver } from "../ring-access.js";
+import {
+  availRingBytes,
+  descTableBytes,
+  usedRingBytes,
+  VIRTQ_AVAIL_ALIGN,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_ALIGN,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_MAX_CHAIN_BYTES,
+  VIRTQ_MAX_SIZE,
+  VIRTQ_USED_ALIGN,
+  VIRTQ_USED_F_NO_NOTIFY,
+  vringNeedEvent,
+} from "../spec.js";
+import { DescriptorChain } from "./chain.js";
+
+/** Receives the queue-corruption error that stopped a queue. */
+export type QueueErrorHandler = (error: VirtioError) => void;
+
+/** Counters a benchmark or test can read. */
+export interface DeviceQueueStats {
+  /** Chains popped. */
+  popped: number;
+  /** Used entries written. */
+  used: number;
+  /** Times `avail.idx` was read from guest memory. */
+  availReads: number;
+  /** `needsNotification` calls that answered true. */
+  notificationsNeeded: number;
+  /** `needsNotification` calls that answered false (interrupt suppressed). */
+  notificationsSuppressed: number;
+}
+
+/**
+ * Whether `n` is a valid split-queue size: a power of two in [1, 32768] (§2.7).
+ */
+export function isValidQueueSize(n: number): boolean {
+  return Number.isInteger(n) && n >= 1 && n <= VIRTQ_MAX_SIZE && (n & (n - 1)) === 0;
+}
+
+/**
+ * The device side of one split virtqueue.
+ */
+export class DeviceQueue {
+  /** Queue size the driver configured (QueueNum / queue_size); starts at {@link maxSize}. */
+  size: number;
+  /** Guest-physical address of the descriptor table. */
+  descAddr = 0;
+  /** Guest-physical address of the driver (available) ring. */
+  driverAddr = 0;
+  /** Guest-physical address of the device (used) ring. */
+  deviceAddr = 0;
+  /** Whether VIRTIO_F_EVENT_IDX was negotiated (set by the device at activation). */
+  eventIdx = false;
+  /** Whether VIRTIO_F_INDIRECT_DESC was negotiated (set by the device at activation). */
+  indirectDesc = false;
+  /** The error that stopped this queue, or `null` while healthy. */
+  error: VirtioError | null = null;
+  /** Counters. */
+  readonly stats: DeviceQueueStats = {
+    popped: 0,
+    used: 0,
+    availReads: 0,
+    notificationsNeeded: 0,
+    notificationsSuppressed: 0,
+  };
+
+  private memory: GuestMemory | null = null;
+  private enabled = false;
+  private active = false;
+  private shared = false;
+  private epoch = -1;
+
+  // Resolved ring areas (valid while enabled).
+  private descView: DataView = new DataView(new ArrayBuffer(0));
+  private descBase = 0;
+  private availWords: Uint16Array = new Uint16Array(0);
+  private usedWords: Uint16Array = new Uint16Array(0);
+  private usedView: DataView = new DataView(new ArrayBuffer(0));
+  private usedBase = 0;
+
+  // Ring state.
+  private nextAvail = 0;
+  private availIdxSeen = 0;
+  private nextUsed = 0;
+  private publishedUsed = 0;
+  private signalledUsed = 0;
+  private notifyEnabled = true;
+  private usedFlags = 0;
+  private owned: Uint8Array;
+  private inFlightCount = 0;
+  private chains: (DescriptorChain | undefined)[] = [];
+
+  /**
+   * @param index - the queue's index in its device
+   * @param maxSize - the largest size the device supports (QueueNumMax); a power of two ≤ 32768
+   * @param onError - told once when the guest corrupts the queue
+   */
+  constructor(
+    readonly index: number,
+    readonly maxSize: number,
+    private readonly onError: QueueErrorHandler = () => {},
+  ) {
+    if (!isValidQueueSize(maxSize)) throw new Error(`queue max size ${maxSize} is not a power of two ≤ 32768`);
+    this.size = maxSize;
+    this.owned = new Uint8Array(maxSize);
+  }
+
+  /** Hands the queue the guest memory its rings and buffers live in. */
+  bind(memory: GuestMemory): void {
+    this.memory = memory;
+    this.shared = memory.shared;
+  }
+
+  /** Whether the driver enabled the queue (QueueReady / queue_enable). */
+  get ready(): boolean {
+    return this.enabled;
+  }
+
+  /** Whether the queue serves buffers (enabled, DRIVER_OK, not broken). */
+  get isActive(): boolean {
+    return this.active && this.error === null;
+  }
+
+  /** Chains popped and not yet returned with {@link addUsed}. */
+  get inFlight(): number {
+    return this.inFlightCount;
+  }
+
+  /**
+   * Enables the queue after the driver set its size and addresses (§4.2.3.2 / §4.1.5.1.3).
+   * Checks size (§2.7), alignment (§2.7 "Virtqueue Part Alignment") and that every ring
+   * lies inside guest memory; on failure the queue stays disabled and the error is
+   * reported (the device then needs a reset).
+   *
+   * @returns `undefined`, or the error
+   */
+  enable(): VirtioError | undefined {
+    const err = this.resolve();
+    if (err !== undefined) {
+      this.fail(err);
+      return err;
+    }
+    this.enabled = true;
+    return undefined;
+  }
+
+  /**
+   * Starts serving buffers (at DRIVER_OK, or when enabled after it).
+   *
+   * @param eventIdx - VIRTIO_F_EVENT_IDX negotiated
+   * @param indirectDesc - VIRTIO_F_INDIRECT_DESC negotiated
+   */
+  activate(eventIdx: boolean, indirectDesc: boolean): void {
+    if (!this.enabled) return;
+    this.eventIdx = eventIdx;
+    this.indirectDesc = indirectDesc;
+    this.active = true;
+  }
+
+  /** Back to the reset state: disabled, indices zero, nothing in flight, size = max. */
+  reset(): void {
+    this.enabled = false;
+    this.active = false;
+    this.error = null;
+    this.size = this.maxSize;
+    this.descAddr = 0;
+    this.driverAddr = 0;
+    this.deviceAddr = 0;
+    this.eventIdx = false;
+    this.indirectDesc = false;
+    this.nextAvail = 0;
+    this.availIdxSeen = 0;
+    this.nextUsed = 0;
+    this.publishedUsed = 0;
+    this.signalledUsed = 0;
+    this.notifyEnabled = true;
+    this.usedFlags = 0;
+    this.owned.fill(0);
+    this.inFlightCount = 0;
+    this.epoch = -1;
+  }
+
+  private resolve(): VirtioError | undefined {
+    const mem = this.memory;
+    const q = this.index;
+    if (mem === null) return new VirtioError(VirtioErrorCode.DEVICE_FAILURE, "queue has no guest memory", q);
+    const n = this.size;
+    if (!isValidQueueSize(n) || n > this.maxSize) {
+      return new VirtioError(
+        VirtioErrorCode.BAD_QUEUE_SIZE,
+        `driver set queue size ${n}; it must be a power of two ≤ ${this.maxSize} (§2.7)`,
+        q,
+      );
+    }
+    if (this.descAddr % VIRTQ_DESC_ALIGN || this.driverAddr % VIRTQ_AVAIL_ALIGN || this.deviceAddr % VIRTQ_USED_ALIGN) {
+      return new VirtioError(
+        VirtioErrorCode.RING_MISALIGNED,
+        `rings at desc 0x${this.descAddr.toString(16)} / avail 0x${this.driverAddr.toString(16)} / used 0x${this.deviceAddr.toString(16)} break the 16/2/4 alignment of §2.7`,
+        q,
+      );
+    }
+    const d = mem.locate(this.descAddr, descTableBytes(n));
+    const a = mem.locate(this.driverAddr, availRingBytes(n));
+    const u = mem.locate(this.deviceAddr, usedRingBytes(n));
+    if (d < 0 || a < 0 || u < 0) {
+      const which = d < 0 ? "descriptor table" : a < 0 ? "available ring" : "used ring";
+      return new VirtioError(VirtioErrorCode.RING_OUT_OF_RANGE, `the ${which} of queue ${q} (size ${n}) is outside guest memory`, q);
+    }
+    const dr = mem.regions[d]!;
+    const ar = mem.regions[a]!;
+    const ur = mem.regions[u]!;
+    this.descView = dr.view;
+    this.descBase = this.descAddr - dr.base;
+    const availWords = wordsOver(ar.bytes, this.driverAddr - ar.base, availRingBytes(n));
+    const usedWords = wordsOver(ur.bytes, this.deviceAddr - ur.base, usedRingBytes(n));
+    if (availWords === null || usedWords === null) {
+      return new VirtioError(VirtioErrorCode.RING_MISALIGNED, "ring not 2-byte aligned in host memory", q);
+    }
+    this.availWords = availWords;
+    this.usedWords = usedWords;
+    this.usedView = ur.view;
+    this.usedBase = this.deviceAddr - ur.base;
+    this.epoch = mem.epoch;
+    const reg = this.chains;
+    for (let i = 0; i < reg.length; i++) reg[i] = undefined; // regions may have changed
+    return undefined;
+  }
+
+  private fail(error: VirtioError): null {
+    if (this.error === null) {
+      this.error = error;
+      this.onError(error);
+    }
+    return null;
+  }
+
+  private corrupt(code: VirtioErrorCode, message: string): null {
+    return this.fail(new VirtioError(code, message, this.index));
+  }
+
+  private reject(code: VirtioErrorCode, message: string): false {
+    this.fail(new VirtioError(code, message, this.index));
+    return false;
+  }
+
+  /** Whether the driver has made buffers available that were not popped yet. */
+  hasAvailable(): boolean {
+    if (!this.isActive) return false;
+    return loadIndex(this.availWords, 1, this.shared) !== this.nextAvail;
+  }
+
+  /**
+   * Takes the next available chain, walks and validates it (§2.7.13.2).
+   *
+   * @returns the chain, or `null` when none is available or the queue is stopped (a
+   *   corruption found here stops it and reports the error)
+   */
+  popChain(): DescriptorChain | null {
+    if (!this.active || this.error !== null) return null;
+    const mem = this.memory!;
+    if (mem.epoch !== this.epoch) {
+      const err = this.resolve();
+      if (err !== undefined) return this.fail(err);
+    }
+    const size = this.size;
+    if (this.nextAvail === this.availIdxSeen) {
+      const idx = loadIndex(this.availWords, 1, this.shared);
+      this.stats.availReads++;
+      // §2.7.13.3 (and rust-vmm / QEMU): avail.idx may run ahead of us by at most `size`.
+      const pending = (idx - this.nextAvail) & 0xffff;
+      if (pending > size) {
+        return this.corrupt(
+          VirtioErrorCode.AVAIL_IDX_JUMP,
+          `avail.idx moved from ${this.nextAvail} to ${idx}: ${pending} buffers on a queue of ${size}`,
+        );
+      }
+      if (pending === 0) return null;
+      this.availIdxSeen = idx;
+    }
+    const head = loadIndex(this.availWords, 2 + (this.nextAvail & (size - 1)), false);
+    this.nextAvail = (this.nextAvail + 1) & 0xffff;
+    if (this.eventIdx && this.notifyEnabled) {
+      // §2.7.10: tell the driver which index we will look at next.
+      storeIndex(this.usedWords, 2 + 4 * size, this.nextAvail, this.shared);
+    }
+    if (head >= size) {
+      return this.corrupt(VirtioErrorCode.HEAD_OUT_OF_RANGE, `avail ring names head ${head} on a queue of ${size}`);
+    }
+    if (this.owned[head] !== 0) {
+      return this.corrupt(VirtioErrorCode.HEAD_IN_USE, `head ${head} made available again while the device still owns it`);
+    }
+    let chain = this.chains[head];
+    if (chain === undefined) {
+      chain = new DescriptorChain(mem.regions);
+      this.chains[head] = chain;
+    }
+    if (!this.walk(head, chain, mem)) return null;
+    this.owned[head] = 1;
+    this.inFlightCount++;
+    this.stats.popped++;
+    chain.ready();
+    return chain;
+  }
+
+  /** Walks a chain from `head` into `chain`; on corruption reports it and returns false. */
+  private walk(head: number, chain: DescriptorChain, mem: GuestMemory): boolean {
+    chain.begin(head);
+    let view = this.descView;
+    let base = this.descBase;
+    let tableSize = this.size;
+    let limit = this.size; // §2.7.5.3.1: no chain longer than the queue size (this also stops loops)
+    let inIndirect = false;
+    let seenWritable = false;
+    let total = 0;
+    let idx = head;
+    let count = 0;
+    for (;;) {
+      if (count >= limit) {
+        return this.reject(
+          VirtioErrorCode.CHAIN_TOO_LONG,
+          `chain from head ${head} has more than ${limit} descriptors (a loop, or longer than the queue)`,
+        );
+      }
+      count++;
+      const off = base + idx * 16;
+      const lo = view.getUint32(off, true);
+      const hi = view.getUint32(off + 4, true);
+      const len = view.getUint32(off + 8, true);
+      const flags = view.getUint16(off + 12, true);
+      const next = view.getUint16(off + 14, true);
+      if (flags & VIRTQ_DESC_F_INDIRECT) {
+        if (!this.indirectDesc) {
+          return this.reject(VirtioErrorCode.INDIRECT_NOT_NEGOTIATED, `descriptor ${idx} is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated`);
+        }
+        if (inIndirect) {
+          return this.reject(VirtioErrorCode.NESTED_INDIRECT, `indirect table entry ${idx} is itself INDIRECT (§2.7.5.3.1)`);
+        }
+        if (flags & VIRTQ_DESC_F_NEXT) {
+          return this.reject(VirtioErrorCode.INDIRECT_WITH_NEXT, `descriptor ${idx} sets both INDIRECT and NEXT (§2.7.5.3.1)`);
+        }
+        if (len === 0 || len % 16 !== 0) {
+          return this.reject(VirtioErrorCode.BAD_INDIRECT_LENGTH, `indirect table length ${len} is not a non-zero multiple of 16 (§2.7.5.3)`);
+        }
+        const entries = len / 16;
+        if (entries > this.size) {
+          return this.reject(VirtioErrorCode.INDIRECT_TOO_LONG, `indirect table of ${entries} entries exceeds queue size ${this.size} (§2.7.5.3.1)`);
+        }
+        const addr = combineAddress(lo, hi);
+        const r = addr < 0 ? -1 : mem.locate(addr, len);
+        if (r < 0) {
+          return this.reject(VirtioErrorCode.BUFFER_OUT_OF_RANGE, `indirect table at 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}+${len} is outside guest memory`);
+        }
+        const region = mem.regions[r]!;
+        view = region.view;
+        base = addr - region.base;
+        tableSize = entries;
+        limit = count + entries;
+        inIndirect = true;
+        chain.indirect = true;
+        idx = 0;
+        continue;
+      }
+      const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
+      if (writable) seenWritable = true;
+      else if (seenWritable) {
+        return this.reject(VirtioErrorCode.READABLE_AFTER_WRITABLE, `device-readable descriptor ${idx} follows a device-writable one in chain ${head} (§2.7.4.2)`);
+      }
+      if (len !== 0) {
+        total += len;
+        if (total > VIRTQ_MAX_CHAIN_BYTES) {
+          return this.reject(VirtioErrorCode.CHAIN_TOO_BIG, `chain from head ${head} is longer than 2^32 bytes (§2.7.5.2)`);
+        }
+        const addr = combineAddress(lo, hi);
+        const r = addr < 0 ? -1 : mem.locate(addr, len);
+        if (r < 0) {
+          return this.reject(VirtioErrorCode.BUFFER_OUT_OF_RANGE, `descriptor ${idx} of chain ${head} points at 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}+${len}, outside guest memory`);
+        }
+        chain.push(r, addr - mem.regions[r]!.base, len, writable);
+      }
+      if (!(flags & VIRTQ_DESC_F_NEXT)) break;
+      if (next >= tableSize) {
+        return this.reject(VirtioErrorCode.NEXT_OUT_OF_RANGE, `descriptor ${idx} of chain ${head} has next ${next} ≥ ${tableSize}`);
+      }
+      idx = next;
+    }
+    chain.descriptorCount = count;
+    return true;
+  }
+
+  /**
+   * Returns a chain to the driver (§2.7.8): writes the used element. The used index is
+   * published by {@link publishUsed} (or {@link needsNotification}), once per batch.
+   *
+   * @param head - the chain's head
+   * @param len - bytes written into its writable buffers (clamped to their total)
+   * @returns false when `head` is not in flight (a device bug, or a completion from
+   *   before a reset); nothing is written then
+   */
+  addUsed(head: number, len: number): boolean {
+    if (!this.enabled || head < 0 || head >= this.size || this.owned[head] === 0) return false;
+    this.owned[head] = 0;
+    this.inFlightCount--;
+    const chain = this.chains[head];
+    const max = chain === undefined ? 0 : chain.writableLength;
+    const used = len < 0 ? 0 : len > max ? max : len;
+    const off = this.usedBase + 4 + 8 * (this.nextUsed & (this.size - 1));
+    this.usedView.setUint32(off, head, true);
+    this.usedView.setUint32(off + 4, used, true);
+    this.nextUsed = (this.nextUsed + 1) & 0xffff;
+    this.stats.used++;
+    return true;
+  }
+
+  /** Makes every used element written so far visible to the driver (one store of used.idx). */
+  publishUsed(): void {
+    if (this.publishedUsed === this.nextUsed || !this.enabled) return;
+    // §2.7.8.2: len is set before idx; the store orders the element writes before it.
+    storeIndex(this.usedWords, 1, this.nextUsed, this.shared);
+    this.publishedUsed = this.nextUsed;
+  }
+
+  /**
+   * Publishes pending used elements and says whether the driver wants an interrupt for
+   * them (§2.7.10): with EVENT_IDX, whether used.idx crossed `used_event`; without, unless
+   * the driver set VIRTQ_AVAIL_F_NO_INTERRUPT.
+   */
+  needsNotification(): boolean {
+    this.publishUsed();
+    const now = this.nextUsed;
+    const old = this.signalledUsed;
+    this.signalledUsed = now;
+    let need: boolean;
+    if (now === old) need = false;
+    else if (this.eventIdx) {
+      const usedEvent = loadIndex(this.availWords, 2 + this.size, this.shared);
+      need = vringNeedEvent(usedEvent, now, old);
+    } else {
+      need = (loadIndex(this.availWords, 0, this.shared) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    }
+    if (need) this.stats.notificationsNeeded++;
+    else this.stats.notificationsSuppressed++;
+    return need;
+  }
+
+  /**
+   * Asks the driver to stop notifying (§2.7.10): sets VIRTQ_USED_F_NO_NOTIFY, or with
+   * EVENT_IDX simply stops moving `avail_event`.
+   */
+  disableNotification(): void {
+    if (!this.enabled) return;
+    this.notifyEnabled = false;
+    if (!this.eventIdx) {
+      this.usedFlags |= VIRTQ_USED_F_NO_NOTIFY;
+      storeIndex(this.usedWords, 0, this.usedFlags, this.shared);
+    }
+  }
+
+  /**
+   * Asks the driver to notify again, then re-checks the ring, closing the race with a
+   * driver that added buffers while notifications were off.
+   *
+   * @returns true when buffers are available (the caller should keep processing)
+   */
+  enableNotification(): boolean {
+    if (!this.enabled) return false;
+    this.notifyEnabled = true;
+    if (this.eventIdx) {
+      storeIndex(this.usedWords, 2 + 4 * this.size, this.nextAvail, this.shared);
+    } else {
+      this.usedFlags &= ~VIRTQ_USED_F_NO_NOTIFY;
+      storeIndex(this.usedWords, 0, this.usedFlags, this.shared);
+    }
+    return this.hasAvailable();
+  }
+
+  /** The next avail index the device will read (for tests and diagnostics). */
+  get nextAvailIndex(): number {
+    return this.nextAvail;
+  }
+
+  /** The next used index the device will write (for tests and diagnostics). */
+  get nextUsedIndex(): number {
+    return this.nextUsed;
+  }
+}
