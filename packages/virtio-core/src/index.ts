@@ -23,5 +23,7 @@ export {
   type VirtioInterrupt,
 } from "./device.js";
 // ── transports (device side) ──
+export { VIRTIO_MMIO_WINDOW, VirtioMmioTransport, type VirtioMmioTransportOptions } from "./transport/mmio.js";
 // ── devices ──
+export { type EntropySource, VirtioRngDevice, type VirtioRngEvents, type VirtioRngOptions } from "./devices/rng.js";
 // ── driver side ──
