@@ -15,7 +15,7 @@ export function pvkitTsup(entry: Record<string, string>): Options {
     sourcemap: true,
     clean: true,
     target: "es2022",
-    splitting: false,
+    splitting: true,
     treeshake: true,
     outDir: "dist",
   };

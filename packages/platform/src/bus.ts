@@ -93,7 +93,13 @@ export class Bus {
    * @returns the mapping
    * @throws Error when it overlaps an existing mapping (a host configuration error)
    */
-  map(space: AddressSpace, base: number, size: number, handler: IoHandler, name: string): BusMapping {
+  map(
+    space: AddressSpace,
+    base: number,
+    size: number,
+    handler: IoHandler,
+    name: string,
+  ): BusMapping {
     const mapping: BusMapping = {
       space,
       name,
@@ -240,7 +246,12 @@ export class Bus {
     return null;
   }
 
-  private assertFree(space: AddressSpace, base: number, size: number, except: BusMapping | null): void {
+  private assertFree(
+    space: AddressSpace,
+    base: number,
+    size: number,
+    except: BusMapping | null,
+  ): void {
     const other = this.findOverlap(space, base, size, except);
     if (other !== null) {
       throw new Error(

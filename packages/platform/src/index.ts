@@ -5,7 +5,15 @@
  * @packageDocumentation
  */
 
-export { type AccessSize, type AddressSpace, allOnes, Bus, type BusMapping, type ExitStats, type IoHandler } from "./bus.js";
+export {
+  type AccessSize,
+  type AddressSpace,
+  allOnes,
+  Bus,
+  type BusMapping,
+  type ExitStats,
+  type IoHandler,
+} from "./bus.js";
 export { isPlatformError, PlatformError, PlatformErrorCode } from "./errors.js";
 export { IrqLine, type IrqListener } from "./irq.js";
 export {

@@ -118,7 +118,11 @@ export class GuestMemory {
       if (!Number.isSafeInteger(spec.base) || spec.base < 0 || spec.base < prevEnd) {
         throw new Error(`region base 0x${spec.base.toString(16)} overlaps or is invalid`);
       }
-      if (!Number.isSafeInteger(spec.size) || spec.size <= 0 || spec.base + spec.size > ADDRESS_LIMIT) {
+      if (
+        !Number.isSafeInteger(spec.size) ||
+        spec.size <= 0 ||
+        spec.base + spec.size > ADDRESS_LIMIT
+      ) {
         throw new Error(`region size ${spec.size} is invalid`);
       }
       if (offset % 8 !== 0) throw new Error("backingOffset must be a multiple of 8");
@@ -200,7 +204,8 @@ export class GuestMemory {
   locate(address: number, length: number): number {
     if (this.hasWasm) this.refresh();
     // Safe-integer checks: NaN, fractions, negatives and values >= 2^53 all fail here.
-    if (!(address >= 0 && address < ADDRESS_LIMIT && length >= 0 && length <= ADDRESS_LIMIT)) return -1;
+    if (!(address >= 0 && address < ADDRESS_LIMIT && length >= 0 && length <= ADDRESS_LIMIT))
+      return -1;
     if (address % 1 !== 0 || length % 1 !== 0) return -1;
     const last = address + length; // both < 2^53 + 1, exact unless the sum exceeds 2^53
     if (last > ADDRESS_LIMIT) return -1;

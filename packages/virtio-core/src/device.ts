@@ -15,6 +15,8 @@ import type { VirtioError } from "./errors.js";
 import type { DescriptorChain } from "./queue/chain.js";
 import { DeviceQueue } from "./queue/device-queue.js";
 import {
+  featureMask,
+  hasFeature,
   VIRTIO_CONFIG_S_ACKNOWLEDGE,
   VIRTIO_CONFIG_S_DRIVER,
   VIRTIO_CONFIG_S_DRIVER_OK,
@@ -24,8 +26,6 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
-  featureMask,
-  hasFeature,
 } from "./spec.js";
 
 /** How a device tells its transport to interrupt the driver (§2.3, §4.1.4.5, §4.2.3.4). */
@@ -151,7 +151,9 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     if (options.eventIdx ?? true) features |= featureMask(VIRTIO_F_EVENT_IDX);
     if (options.indirectDesc ?? true) features |= featureMask(VIRTIO_F_INDIRECT_DESC);
     this.deviceFeatures = features;
-    this.queues = options.queueSizes.map((max, i) => new DeviceQueue(i, max, (err) => this.needsReset(err)));
+    this.queues = options.queueSizes.map(
+      (max, i) => new DeviceQueue(i, max, (err) => this.needsReset(err)),
+    );
     this.configSize = options.configSize ?? 0;
     this.config = new Uint8Array(this.configSize);
     this.configView = new DataView(this.config.buffer);
@@ -179,7 +181,10 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
   }
   /** Whether the driver set DRIVER_OK and the device is not waiting for a reset. */
   get isLive(): boolean {
-    return (this.statusByte & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET)) === VIRTIO_CONFIG_S_DRIVER_OK;
+    return (
+      (this.statusByte & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET)) ===
+      VIRTIO_CONFIG_S_DRIVER_OK
+    );
   }
 
   bind(memory: GuestMemory, interrupt: VirtioInterrupt): void {
@@ -251,16 +256,19 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     if (next === old) return;
     this.statusByte = next;
     this.events().emit("status", next);
-    if ((next & VIRTIO_CONFIG_S_DRIVER_OK) && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) this.start();
+    if (next & VIRTIO_CONFIG_S_DRIVER_OK && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) this.start();
   }
 
   private featuresProblem(status: number): string | undefined {
     const needed = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER;
-    if ((status & needed) !== needed) return "driver set FEATURES_OK before ACKNOWLEDGE and DRIVER (§3.1.1)";
+    if ((status & needed) !== needed)
+      return "driver set FEATURES_OK before ACKNOWLEDGE and DRIVER (§3.1.1)";
     const f = this.driverFeaturesValue;
     const extra = f & ~this.deviceFeatures;
-    if (extra !== 0n) return `driver accepted features 0x${extra.toString(16)} that were not offered (§2.2.1)`;
-    if (!hasFeature(f, VIRTIO_F_VERSION_1)) return "driver did not accept VIRTIO_F_VERSION_1 (§6.1)";
+    if (extra !== 0n)
+      return `driver accepted features 0x${extra.toString(16)} that were not offered (§2.2.1)`;
+    if (!hasFeature(f, VIRTIO_F_VERSION_1))
+      return "driver did not accept VIRTIO_F_VERSION_1 (§6.1)";
     return this.validateFeatures(f);
   }
 
@@ -281,7 +289,11 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     if (offset < 0 || offset + size > this.configSize) return 0;
     this.beforeConfigRead(offset, size);
     const v = this.configView;
-    return size === 1 ? v.getUint8(offset) : size === 2 ? v.getUint16(offset, true) : v.getUint32(offset, true);
+    return size === 1
+      ? v.getUint8(offset)
+      : size === 2
+        ? v.getUint16(offset, true)
+        : v.getUint32(offset, true);
   }
 
   writeConfig(offset: number, size: 1 | 2 | 4, value: number): void {

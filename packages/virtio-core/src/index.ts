@@ -5,16 +5,6 @@
  * @packageDocumentation
  */
 
-export * from "./spec.js";
-export { VirtioError, VirtioErrorCode } from "./errors.js";
-export { loadIndex, storeIndex, wordsOver } from "./ring-access.js";
-export { ChainReader, ChainWriter, DescriptorChain } from "./queue/chain.js";
-export {
-  DeviceQueue,
-  type DeviceQueueStats,
-  isValidQueueSize,
-  type QueueErrorHandler,
-} from "./queue/device-queue.js";
 export {
   type VirtioDevice,
   VirtioDeviceBase,
@@ -22,8 +12,27 @@ export {
   type VirtioDeviceOptions,
   type VirtioInterrupt,
 } from "./device.js";
-// ── transports (device side) ──
-export { VIRTIO_MMIO_WINDOW, VirtioMmioTransport, type VirtioMmioTransportOptions } from "./transport/mmio.js";
 // ── devices ──
-export { type EntropySource, VirtioRngDevice, type VirtioRngEvents, type VirtioRngOptions } from "./devices/rng.js";
+export {
+  type EntropySource,
+  VirtioRngDevice,
+  type VirtioRngEvents,
+  type VirtioRngOptions,
+} from "./devices/rng.js";
+export { VirtioError, VirtioErrorCode } from "./errors.js";
+export { ChainReader, ChainWriter, DescriptorChain } from "./queue/chain.js";
+export {
+  DeviceQueue,
+  type DeviceQueueStats,
+  isValidQueueSize,
+  type QueueErrorHandler,
+} from "./queue/device-queue.js";
+export { loadIndex, storeIndex, wordsOver } from "./ring-access.js";
+export * from "./spec.js";
+// ── transports (device side) ──
+export {
+  VIRTIO_MMIO_WINDOW,
+  VirtioMmioTransport,
+  type VirtioMmioTransportOptions,
+} from "./transport/mmio.js";
 // ── driver side ──

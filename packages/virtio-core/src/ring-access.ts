@@ -39,7 +39,12 @@ export function loadIndex(words: Uint16Array, index: number, shared: boolean): n
  * @param value - the value (masked to 16 bits)
  * @param shared - whether another thread reads it concurrently
  */
-export function storeIndex(words: Uint16Array, index: number, value: number, shared: boolean): void {
+export function storeIndex(
+  words: Uint16Array,
+  index: number,
+  value: number,
+  shared: boolean,
+): void {
   const v = HOST_LITTLE_ENDIAN ? value & 0xffff : swap16(value & 0xffff);
   if (shared) Atomics.store(words, index, v);
   else words[index] = v;
@@ -51,7 +56,11 @@ export function storeIndex(words: Uint16Array, index: number, value: number, sha
  *
  * @returns the view, or `null` when the offset is not 2-byte aligned in the buffer
  */
-export function wordsOver(bytes: Uint8Array, byteOffset: number, length: number): Uint16Array | null {
+export function wordsOver(
+  bytes: Uint8Array,
+  byteOffset: number,
+  length: number,
+): Uint16Array | null {
   const abs = bytes.byteOffset + byteOffset;
   if (abs % 2 !== 0) return null;
   return new Uint16Array(bytes.buffer, abs, length >>> 1);

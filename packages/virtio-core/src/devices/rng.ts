@@ -6,9 +6,9 @@
  * @module
  */
 
+import { VirtioDeviceBase, type VirtioDeviceEvents } from "../device.js";
 import type { DescriptorChain } from "../queue/chain.js";
 import type { DeviceQueue } from "../queue/device-queue.js";
-import { VirtioDeviceBase, type VirtioDeviceEvents } from "../device.js";
 import { VIRTIO_RNG_QUEUE_REQUEST, VirtioDeviceId } from "../spec.js";
 
 /** Fills `buffer` with random bytes (never a view of shared memory). */

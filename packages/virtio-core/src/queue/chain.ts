@@ -127,13 +127,15 @@ export class DescriptorChain {
    * The view aliases guest memory: the guest may change it while the device reads.
    */
   readable(i: number): Uint8Array {
-    if (i < 0 || i >= this.readableCount) throw new RangeError(`readable buffer ${i} does not exist`);
+    if (i < 0 || i >= this.readableCount)
+      throw new RangeError(`readable buffer ${i} does not exist`);
     return this.view(i);
   }
 
   /** Zero-copy view of device-writable buffer `i` (0 ≤ i < writableCount). */
   writable(i: number): Uint8Array {
-    if (i < 0 || i >= this.writableCount) throw new RangeError(`writable buffer ${i} does not exist`);
+    if (i < 0 || i >= this.writableCount)
+      throw new RangeError(`writable buffer ${i} does not exist`);
     return this.view(this.readableCount + i);
   }
 
@@ -148,7 +150,12 @@ export class DescriptorChain {
    *
    * @returns bytes copied (less than asked when the readable data ends first)
    */
-  copyFromReadable(position: number, dst: Uint8Array, dstOffset = 0, length = dst.length - dstOffset): number {
+  copyFromReadable(
+    position: number,
+    dst: Uint8Array,
+    dstOffset = 0,
+    length = dst.length - dstOffset,
+  ): number {
     return this.copy(0, this.readableCount, position, dst, dstOffset, length, false);
   }
 
@@ -158,7 +165,12 @@ export class DescriptorChain {
    *
    * @returns bytes copied (less than asked when the writable buffers end first)
    */
-  copyToWritable(position: number, src: Uint8Array, srcOffset = 0, length = src.length - srcOffset): number {
+  copyToWritable(
+    position: number,
+    src: Uint8Array,
+    srcOffset = 0,
+    length = src.length - srcOffset,
+  ): number {
     return this.copy(this.readableCount, this.bufferCount, position, src, srcOffset, length, true);
   }
 
@@ -183,7 +195,13 @@ export class DescriptorChain {
       const n = Math.min(len - skip, length - done);
       const bytes = this.regions[this.regionOf[i]!]!.bytes;
       const off = this.offsetOf[i]! + skip;
-      copyBytes(toGuest ? buf : bytes, toGuest ? bufOffset + done : off, toGuest ? bytes : buf, toGuest ? off : bufOffset + done, n);
+      copyBytes(
+        toGuest ? buf : bytes,
+        toGuest ? bufOffset + done : off,
+        toGuest ? bytes : buf,
+        toGuest ? off : bufOffset + done,
+        n,
+      );
       done += n;
       skip = 0;
     }
@@ -192,7 +210,13 @@ export class DescriptorChain {
 }
 
 /** Copies `n` bytes; short runs byte by byte to avoid allocating a view. */
-function copyBytes(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, n: number): void {
+function copyBytes(
+  src: Uint8Array,
+  srcOff: number,
+  dst: Uint8Array,
+  dstOff: number,
+  n: number,
+): void {
   if (n <= 32) {
     for (let k = 0; k < n; k++) dst[dstOff + k] = src[srcOff + k]!;
   } else {

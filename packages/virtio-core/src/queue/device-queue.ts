@@ -125,7 +125,8 @@ export class DeviceQueue {
     readonly maxSize: number,
     private readonly onError: QueueErrorHandler = () => {},
   ) {
-    if (!isValidQueueSize(maxSize)) throw new Error(`queue max size ${maxSize} is not a power of two ≤ 32768`);
+    if (!isValidQueueSize(maxSize))
+      throw new Error(`queue max size ${maxSize} is not a power of two ≤ 32768`);
     this.size = maxSize;
     this.owned = new Uint8Array(maxSize);
   }
@@ -208,7 +209,8 @@ export class DeviceQueue {
   private resolve(): VirtioError | undefined {
     const mem = this.memory;
     const q = this.index;
-    if (mem === null) return new VirtioError(VirtioErrorCode.DEVICE_FAILURE, "queue has no guest memory", q);
+    if (mem === null)
+      return new VirtioError(VirtioErrorCode.DEVICE_FAILURE, "queue has no guest memory", q);
     const n = this.size;
     if (!isValidQueueSize(n) || n > this.maxSize) {
       return new VirtioError(
@@ -217,7 +219,11 @@ export class DeviceQueue {
         q,
       );
     }
-    if (this.descAddr % VIRTQ_DESC_ALIGN || this.driverAddr % VIRTQ_AVAIL_ALIGN || this.deviceAddr % VIRTQ_USED_ALIGN) {
+    if (
+      this.descAddr % VIRTQ_DESC_ALIGN ||
+      this.driverAddr % VIRTQ_AVAIL_ALIGN ||
+      this.deviceAddr % VIRTQ_USED_ALIGN
+    ) {
       return new VirtioError(
         VirtioErrorCode.RING_MISALIGNED,
         `rings at desc 0x${this.descAddr.toString(16)} / avail 0x${this.driverAddr.toString(16)} / used 0x${this.deviceAddr.toString(16)} break the 16/2/4 alignment of §2.7`,
@@ -229,7 +235,11 @@ export class DeviceQueue {
     const u = mem.locate(this.deviceAddr, usedRingBytes(n));
     if (d < 0 || a < 0 || u < 0) {
       const which = d < 0 ? "descriptor table" : a < 0 ? "available ring" : "used ring";
-      return new VirtioError(VirtioErrorCode.RING_OUT_OF_RANGE, `the ${which} of queue ${q} (size ${n}) is outside guest memory`, q);
+      return new VirtioError(
+        VirtioErrorCode.RING_OUT_OF_RANGE,
+        `the ${which} of queue ${q} (size ${n}) is outside guest memory`,
+        q,
+      );
     }
     const dr = mem.regions[d]!;
     const ar = mem.regions[a]!;
@@ -239,7 +249,11 @@ export class DeviceQueue {
     const availWords = wordsOver(ar.bytes, this.driverAddr - ar.base, availRingBytes(n));
     const usedWords = wordsOver(ur.bytes, this.deviceAddr - ur.base, usedRingBytes(n));
     if (availWords === null || usedWords === null) {
-      return new VirtioError(VirtioErrorCode.RING_MISALIGNED, "ring not 2-byte aligned in host memory", q);
+      return new VirtioError(
+        VirtioErrorCode.RING_MISALIGNED,
+        "ring not 2-byte aligned in host memory",
+        q,
+      );
     }
     this.availWords = availWords;
     this.usedWords = usedWords;
@@ -309,10 +323,16 @@ export class DeviceQueue {
       storeIndex(this.usedWords, 2 + 4 * size, this.nextAvail, this.shared);
     }
     if (head >= size) {
-      return this.corrupt(VirtioErrorCode.HEAD_OUT_OF_RANGE, `avail ring names head ${head} on a queue of ${size}`);
+      return this.corrupt(
+        VirtioErrorCode.HEAD_OUT_OF_RANGE,
+        `avail ring names head ${head} on a queue of ${size}`,
+      );
     }
     if (this.owned[head] !== 0) {
-      return this.corrupt(VirtioErrorCode.HEAD_IN_USE, `head ${head} made available again while the device still owns it`);
+      return this.corrupt(
+        VirtioErrorCode.HEAD_IN_USE,
+        `head ${head} made available again while the device still owns it`,
+      );
     }
     let chain = this.chains[head];
     if (chain === undefined) {
@@ -355,25 +375,43 @@ export class DeviceQueue {
       const next = view.getUint16(off + 14, true);
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         if (!this.indirectDesc) {
-          return this.reject(VirtioErrorCode.INDIRECT_NOT_NEGOTIATED, `descriptor ${idx} is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated`);
+          return this.reject(
+            VirtioErrorCode.INDIRECT_NOT_NEGOTIATED,
+            `descriptor ${idx} is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated`,
+          );
         }
         if (inIndirect) {
-          return this.reject(VirtioErrorCode.NESTED_INDIRECT, `indirect table entry ${idx} is itself INDIRECT (§2.7.5.3.1)`);
+          return this.reject(
+            VirtioErrorCode.NESTED_INDIRECT,
+            `indirect table entry ${idx} is itself INDIRECT (§2.7.5.3.1)`,
+          );
         }
         if (flags & VIRTQ_DESC_F_NEXT) {
-          return this.reject(VirtioErrorCode.INDIRECT_WITH_NEXT, `descriptor ${idx} sets both INDIRECT and NEXT (§2.7.5.3.1)`);
+          return this.reject(
+            VirtioErrorCode.INDIRECT_WITH_NEXT,
+            `descriptor ${idx} sets both INDIRECT and NEXT (§2.7.5.3.1)`,
+          );
         }
         if (len === 0 || len % 16 !== 0) {
-          return this.reject(VirtioErrorCode.BAD_INDIRECT_LENGTH, `indirect table length ${len} is not a non-zero multiple of 16 (§2.7.5.3)`);
+          return this.reject(
+            VirtioErrorCode.BAD_INDIRECT_LENGTH,
+            `indirect table length ${len} is not a non-zero multiple of 16 (§2.7.5.3)`,
+          );
         }
         const entries = len / 16;
         if (entries > this.size) {
-          return this.reject(VirtioErrorCode.INDIRECT_TOO_LONG, `indirect table of ${entries} entries exceeds queue size ${this.size} (§2.7.5.3.1)`);
+          return this.reject(
+            VirtioErrorCode.INDIRECT_TOO_LONG,
+            `indirect table of ${entries} entries exceeds queue size ${this.size} (§2.7.5.3.1)`,
+          );
         }
         const addr = combineAddress(lo, hi);
         const r = addr < 0 ? -1 : mem.locate(addr, len);
         if (r < 0) {
-          return this.reject(VirtioErrorCode.BUFFER_OUT_OF_RANGE, `indirect table at 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}+${len} is outside guest memory`);
+          return this.reject(
+            VirtioErrorCode.BUFFER_OUT_OF_RANGE,
+            `indirect table at 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}+${len} is outside guest memory`,
+          );
         }
         const region = mem.regions[r]!;
         view = region.view;
@@ -388,23 +426,35 @@ export class DeviceQueue {
       const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
       if (writable) seenWritable = true;
       else if (seenWritable) {
-        return this.reject(VirtioErrorCode.READABLE_AFTER_WRITABLE, `device-readable descriptor ${idx} follows a device-writable one in chain ${head} (§2.7.4.2)`);
+        return this.reject(
+          VirtioErrorCode.READABLE_AFTER_WRITABLE,
+          `device-readable descriptor ${idx} follows a device-writable one in chain ${head} (§2.7.4.2)`,
+        );
       }
       if (len !== 0) {
         total += len;
         if (total > VIRTQ_MAX_CHAIN_BYTES) {
-          return this.reject(VirtioErrorCode.CHAIN_TOO_BIG, `chain from head ${head} is longer than 2^32 bytes (§2.7.5.2)`);
+          return this.reject(
+            VirtioErrorCode.CHAIN_TOO_BIG,
+            `chain from head ${head} is longer than 2^32 bytes (§2.7.5.2)`,
+          );
         }
         const addr = combineAddress(lo, hi);
         const r = addr < 0 ? -1 : mem.locate(addr, len);
         if (r < 0) {
-          return this.reject(VirtioErrorCode.BUFFER_OUT_OF_RANGE, `descriptor ${idx} of chain ${head} points at 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}+${len}, outside guest memory`);
+          return this.reject(
+            VirtioErrorCode.BUFFER_OUT_OF_RANGE,
+            `descriptor ${idx} of chain ${head} points at 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}+${len}, outside guest memory`,
+          );
         }
         chain.push(r, addr - mem.regions[r]!.base, len, writable);
       }
       if (!(flags & VIRTQ_DESC_F_NEXT)) break;
       if (next >= tableSize) {
-        return this.reject(VirtioErrorCode.NEXT_OUT_OF_RANGE, `descriptor ${idx} of chain ${head} has next ${next} ≥ ${tableSize}`);
+        return this.reject(
+          VirtioErrorCode.NEXT_OUT_OF_RANGE,
+          `descriptor ${idx} of chain ${head} has next ${next} ≥ ${tableSize}`,
+        );
       }
       idx = next;
     }
@@ -427,7 +477,7 @@ export class DeviceQueue {
     this.inFlightCount--;
     const chain = this.chains[head];
     const max = chain === undefined ? 0 : chain.writableLength;
-    const used = len < 0 ? 0 : len > max ? max : len;
+    const used = Math.max(0, Math.min(len, max));
     const off = this.usedBase + 4 + 8 * (this.nextUsed & (this.size - 1));
     this.usedView.setUint32(off, head, true);
     this.usedView.setUint32(off + 4, used, true);

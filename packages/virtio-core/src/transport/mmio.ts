@@ -10,7 +10,13 @@
  * @module
  */
 
-import { type AccessSize, combineAddress, type GuestMemory, type IoHandler, type IrqLine } from "@pvkit/platform";
+import {
+  type AccessSize,
+  combineAddress,
+  type GuestMemory,
+  type IoHandler,
+  type IrqLine,
+} from "@pvkit/platform";
 import type { VirtioDevice, VirtioInterrupt } from "../device.js";
 import {
   hasFeature,
@@ -90,7 +96,8 @@ export class VirtioMmioTransport implements IoHandler, VirtioInterrupt {
   }
 
   read(offset: number, size: AccessSize): number {
-    if (offset >= VirtioMmio.CONFIG) return this.device.readConfig(offset - VirtioMmio.CONFIG, size);
+    if (offset >= VirtioMmio.CONFIG)
+      return this.device.readConfig(offset - VirtioMmio.CONFIG, size);
     if (size !== 4 || offset % 4 !== 0) {
       this.badAccesses++;
       return 0;
@@ -214,7 +221,8 @@ export class VirtioMmioTransport implements IoHandler, VirtioInterrupt {
   }
 
   private addrSlot(offset: number): number {
-    const which = offset < VirtioMmio.QUEUE_DRIVER_LOW ? 0 : offset < VirtioMmio.QUEUE_DEVICE_LOW ? 1 : 2;
+    const which =
+      offset < VirtioMmio.QUEUE_DRIVER_LOW ? 0 : offset < VirtioMmio.QUEUE_DEVICE_LOW ? 1 : 2;
     return this.queueSel * 3 + which;
   }
 

@@ -1,0 +1,25 @@
+// Loads every built package through its `exports` map, once as ESM and once as CJS, and
+// fails when an entry is missing or exports nothing. Run after `pnpm build`.
+import { readdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+
+const root = new URL("..", import.meta.url).pathname;
+let failures = 0;
+for (const dir of readdirSync(join(root, "packages"))) {
+  const pkgDir = join(root, "packages", dir);
+  const pkg = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8"));
+  const require = createRequire(join(pkgDir, "package.json"));
+  for (const [sub, target] of Object.entries(pkg.exports)) {
+    if (typeof target === "string") continue;
+    const esm = join(pkgDir, target.import.default);
+    const cjs = join(pkgDir, target.require.default);
+    const m = await import(pathToFileURL(esm).href);
+    const c = require(cjs);
+    const ok = Object.keys(m).length > 0 && Object.keys(c).length > 0;
+    console.log(`${ok ? "ok  " : "FAIL"} ${pkg.name}${sub.slice(1)}: ${Object.keys(m).length} ESM / ${Object.keys(c).length} CJS exports`);
+    if (!ok) failures++;
+  }
+}
+if (failures > 0) process.exit(1);
