@@ -1,0 +1,71 @@
+/**
+ * What a benchmark suite is to the runner (`main.ts`): a name to pick it by, a `run`
+ * that measures and returns its results as tables, pass/fail checks and raw data, which
+ * the runner prints and writes to `bench/results/`.
+ *
+ * @module
+ */
+
+/** Options the runner hands every suite. */
+export interface SuiteOptions {
+  /** Longest time benchmark.js may spend sampling one benchmark, in seconds. */
+  readonly maxTime: number;
+  /** Fewest samples benchmark.js takes of one benchmark. */
+  readonly minSamples: number;
+  /** A shortened run (smoke test of the suite itself; numbers are rough). */
+  readonly quick: boolean;
+  /** Prints one progress line. */
+  readonly log: (line: string) => void;
+}
+
+/** A table of results: one header row, then rows of already formatted cells. */
+export interface ResultTable {
+  /** Heading shown above the table. */
+  readonly title: string;
+  /** Column headings. */
+  readonly columns: readonly string[];
+  /** Cells, one array per row, as long as {@link columns}. */
+  readonly rows: readonly (readonly string[])[];
+}
+
+/** A target a suite checks its measurement against. */
+export interface ResultCheck {
+  /** What was checked, e.g. `"a / ArrayBuffer / zero-copy: pvkit ≤ 3× bare"`. */
+  readonly name: string;
+  /** The measured value. */
+  readonly value: number;
+  /** The limit the value must not exceed. */
+  readonly limit: number;
+  /** Unit of {@link value} and {@link limit}, e.g. `"×"` or `"B/chain"`. */
+  readonly unit: string;
+  /** Whether `value ≤ limit`. */
+  readonly pass: boolean;
+}
+
+/** What one suite run produces. */
+export interface SuiteResult {
+  /** The suite's name (as picked on the command line). */
+  readonly name: string;
+  /** A one-line title for the report. */
+  readonly title: string;
+  /** What is measured and how, for the report (Markdown allowed). */
+  readonly description: string;
+  /** Tables to print and report. */
+  readonly tables: readonly ResultTable[];
+  /** Targets and whether they were met. */
+  readonly checks: readonly ResultCheck[];
+  /** Notes for the report (one paragraph each). */
+  readonly notes: readonly string[];
+  /** Raw measurements (JSON-serialisable, keys in a fixed order). */
+  readonly data: unknown;
+}
+
+/** A registered benchmark suite. */
+export interface Suite {
+  /** Short name used on the command line (`pnpm bench split-queue`). */
+  readonly name: string;
+  /** One line saying what the suite measures. */
+  readonly summary: string;
+  /** Runs the suite. */
+  run(options: SuiteOptions): Promise<SuiteResult>;
+}
