@@ -207,8 +207,9 @@ export class GuestMemory {
     if (!(address >= 0 && address < ADDRESS_LIMIT && length >= 0 && length <= ADDRESS_LIMIT))
       return -1;
     if (address % 1 !== 0 || length % 1 !== 0) return -1;
-    const last = address + length; // both < 2^53 + 1, exact unless the sum exceeds 2^53
-    if (last > ADDRESS_LIMIT) return -1;
+    // Compare without adding first: a sum above 2^53 may round down onto 2^53 itself.
+    if (length > ADDRESS_LIMIT - address) return -1;
+    const last = address + length; // exact: at most 2^53
     const single = this.single;
     if (single !== null) return address >= single.base && last <= single.end ? 0 : -1;
     const regions = this.internal;
@@ -372,8 +373,8 @@ export class GuestMemory {
     if (this.single !== null || this.locate(address, 0) < 0) return this.fault(address, length);
     // Validate: walk regions from `address` and require them to be contiguous.
     let cursor = address;
+    if (length > ADDRESS_LIMIT - address) return this.fault(address, length);
     const end = address + length;
-    if (end > ADDRESS_LIMIT) return this.fault(address, length);
     while (cursor < end) {
       const i = this.locate(cursor, 1);
       if (i < 0) return this.fault(address, length);
@@ -396,7 +397,7 @@ export class GuestMemory {
     if (!(address >= 0 && address < ADDRESS_LIMIT) || address % 1 !== 0) {
       return new PlatformError(PlatformErrorCode.BAD_ADDRESS, address, length);
     }
-    if (!(length >= 0) || length % 1 !== 0 || address + length > ADDRESS_LIMIT) {
+    if (!(length >= 0) || length % 1 !== 0 || length > ADDRESS_LIMIT - address) {
       return new PlatformError(PlatformErrorCode.BAD_LENGTH, address, length);
     }
     return new PlatformError(PlatformErrorCode.OUT_OF_RANGE, address, length);

@@ -137,7 +137,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
   /** The transport's interrupt (set by {@link bind}). */
   protected interrupt: VirtioInterrupt = NO_INTERRUPT;
 
-  private statusByte = 0;
+  private deviceStatus = 0;
   private driverFeaturesValue = 0n;
   private generation = 0;
   private negotiated = 0n;
@@ -167,7 +167,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     return this.queues.length;
   }
   get status(): number {
-    return this.statusByte;
+    return this.deviceStatus;
   }
   get configGeneration(): number {
     return this.generation;
@@ -182,7 +182,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
   /** Whether the driver set DRIVER_OK and the device is not waiting for a reset. */
   get isLive(): boolean {
     return (
-      (this.statusByte & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET)) ===
+      (this.deviceStatus & (VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_NEEDS_RESET)) ===
       VIRTIO_CONFIG_S_DRIVER_OK
     );
   }
@@ -205,7 +205,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
 
   writeDriverFeatures(page: number, value: number): void {
     // §2.2.1 / §3.1.1: features are fixed once FEATURES_OK is set.
-    if (this.statusByte & VIRTIO_CONFIG_S_FEATURES_OK) {
+    if (this.deviceStatus & VIRTIO_CONFIG_S_FEATURES_OK) {
       this.protocolError(`driver wrote features page ${page} after FEATURES_OK`);
       return;
     }
@@ -227,7 +227,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
       this.reset();
       return;
     }
-    const old = this.statusByte;
+    const old = this.deviceStatus;
     // NEEDS_RESET belongs to the device; what the driver writes there is ignored.
     const wanted = (value & ~VIRTIO_CONFIG_S_NEEDS_RESET) | (old & VIRTIO_CONFIG_S_NEEDS_RESET);
     if ((old & ~wanted) !== 0) {
@@ -254,9 +254,9 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
       else this.protocolError("driver set DRIVER_OK without FEATURES_OK (§3.1.1)");
     }
     if (next === old) return;
-    this.statusByte = next;
+    this.deviceStatus = next;
     this.events().emit("status", next);
-    if (next & VIRTIO_CONFIG_S_DRIVER_OK && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) this.start();
+    if (next & VIRTIO_CONFIG_S_DRIVER_OK && !(old & VIRTIO_CONFIG_S_DRIVER_OK)) this.startQueues();
   }
 
   private featuresProblem(status: number): string | undefined {
@@ -272,7 +272,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     return this.validateFeatures(f);
   }
 
-  private start(): void {
+  private startQueues(): void {
     const f = this.negotiated;
     const eventIdx = hasFeature(f, VIRTIO_F_EVENT_IDX);
     const indirect = hasFeature(f, VIRTIO_F_INDIRECT_DESC);
@@ -305,7 +305,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     const q = this.queues[index];
     if (q === undefined || q.ready) return;
     if (q.enable() !== undefined) return; // reported through the queue's error handler
-    if (this.statusByte & VIRTIO_CONFIG_S_DRIVER_OK) {
+    if (this.deviceStatus & VIRTIO_CONFIG_S_DRIVER_OK) {
       const f = this.negotiated;
       q.activate(hasFeature(f, VIRTIO_F_EVENT_IDX), hasFeature(f, VIRTIO_F_INDIRECT_DESC));
     }
@@ -327,7 +327,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
   }
 
   reset(): void {
-    this.statusByte = 0;
+    this.deviceStatus = 0;
     this.driverFeaturesValue = 0n;
     this.negotiated = 0n;
     for (const q of this.queues) q.reset();
@@ -340,17 +340,17 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
    * sends a configuration-change notification.
    */
   needsReset(error: VirtioError): void {
-    if (this.statusByte & VIRTIO_CONFIG_S_NEEDS_RESET) return;
-    this.statusByte |= VIRTIO_CONFIG_S_NEEDS_RESET;
+    if (this.deviceStatus & VIRTIO_CONFIG_S_NEEDS_RESET) return;
+    this.deviceStatus |= VIRTIO_CONFIG_S_NEEDS_RESET;
     this.events().emit("needsReset", error);
-    this.events().emit("status", this.statusByte);
-    if (this.statusByte & VIRTIO_CONFIG_S_DRIVER_OK) this.interrupt.signalConfig();
+    this.events().emit("status", this.deviceStatus);
+    if (this.deviceStatus & VIRTIO_CONFIG_S_DRIVER_OK) this.interrupt.signalConfig();
   }
 
   /** Call after changing {@link config}: bumps the generation and notifies a live driver (§2.5). */
   protected configChanged(): void {
     this.generation = (this.generation + 1) & 0xffff_ffff;
-    if (this.statusByte & VIRTIO_CONFIG_S_DRIVER_OK) this.interrupt.signalConfig();
+    if (this.deviceStatus & VIRTIO_CONFIG_S_DRIVER_OK) this.interrupt.signalConfig();
   }
 
   /**

@@ -43,6 +43,8 @@ export const VirtioErrorCode = {
   RING_MISALIGNED: "RING_MISALIGNED",
   /** §2.7: a queue size that is zero, not a power of two, or above the maximum. */
   BAD_QUEUE_SIZE: "BAD_QUEUE_SIZE",
+  /** Device-specific: a request too malformed to be answered (e.g. no byte for its status). */
+  MALFORMED_REQUEST: "MALFORMED_REQUEST",
   /** §2.1.2 / device-specific: the device itself failed (e.g. activation). */
   DEVICE_FAILURE: "DEVICE_FAILURE",
 } as const;

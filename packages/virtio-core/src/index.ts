@@ -19,7 +19,78 @@ export {
   type VirtioRngEvents,
   type VirtioRngOptions,
 } from "./devices/rng.js";
+// ── driver side ──
+export { GuestAllocator, type GuestAllocatorStats } from "./driver/allocator.js";
+export {
+  DriverQueue,
+  type DriverQueueOptions,
+  type DriverQueueStats,
+  type GuestBuffer,
+  type IndirectArea,
+  type RingAddresses,
+  type UsedBuffer,
+} from "./driver/driver-queue.js";
+export { DriverError, DriverErrorCode, isDriverError } from "./driver/errors.js";
+export {
+  DRIVER_OK_STATUS,
+  type InitVirtioOptions,
+  initVirtioDevice,
+  readConfigStable,
+  type VirtioDriverDevice,
+} from "./driver/init.js";
+export {
+  type SplitQueueLayout,
+  type SplitQueueLayoutOptions,
+  splitQueueBytes,
+  splitQueueLayout,
+} from "./driver/layout.js";
+export { VirtioMmioDriverTransport } from "./driver/mmio-driver.js";
+export {
+  findCapability,
+  findVirtioCap,
+  type VirtioPciIrqMode,
+  type VirtioPciMappedRegion,
+  type VirtioPciMsixInfo,
+  type VirtioPciMsixOptions,
+  VirtioPciDriverTransport,
+} from "./driver/pci-driver.js";
+export {
+  type RngToken,
+  type VirtioRngCreateOptions,
+  VirtioRngDriver,
+  type VirtioRngDriverOptions,
+  type VirtioRngDriverStats,
+} from "./driver/rng-driver.js";
+export type { ConfigAccessSize, VirtioDriverTransport } from "./driver/transport.js";
 export { VirtioError, VirtioErrorCode } from "./errors.js";
+// ── transports (device side) ──
+export {
+  VIRTIO_MSI_NO_VECTOR,
+  VIRTIO_PCI_CAP_COMMON_CFG,
+  VIRTIO_PCI_CAP_DEVICE_CFG,
+  VIRTIO_PCI_CAP_ISR_CFG,
+  VIRTIO_PCI_CAP_LEN,
+  VIRTIO_PCI_CAP_NOTIFY_CFG,
+  VIRTIO_PCI_CAP_PCI_CFG,
+  VIRTIO_PCI_CAP_SHARED_MEMORY_CFG,
+  VIRTIO_PCI_CAP_VENDOR_CFG,
+  VIRTIO_PCI_CFG_CAP_LEN,
+  VIRTIO_PCI_COMMON_CFG_LEN,
+  VIRTIO_PCI_COMMON_CFG_MIN_LEN,
+  VIRTIO_PCI_DEVICE_ID_LAST,
+  VIRTIO_PCI_ISR_CONFIG,
+  VIRTIO_PCI_ISR_QUEUE,
+  VIRTIO_PCI_MIN_MODERN_SUBSYSTEM_ID,
+  VIRTIO_PCI_MODERN_DEVICE_ID_BASE,
+  VIRTIO_PCI_MODERN_REVISION,
+  VIRTIO_PCI_NOTIFY_CAP_LEN,
+  VIRTIO_PCI_VENDOR_ID,
+  VirtioPciCapOffset,
+  VirtioPciClass,
+  VirtioPciCommonCfg,
+  virtioPciClassCode,
+  virtioPciDeviceId,
+} from "./pci-spec.js";
 export { ChainReader, ChainWriter, DescriptorChain } from "./queue/chain.js";
 export {
   DeviceQueue,
@@ -29,10 +100,20 @@ export {
 } from "./queue/device-queue.js";
 export { loadIndex, storeIndex, wordsOver } from "./ring-access.js";
 export * from "./spec.js";
-// ── transports (device side) ──
 export {
   VIRTIO_MMIO_WINDOW,
   VirtioMmioTransport,
   type VirtioMmioTransportOptions,
 } from "./transport/mmio.js";
-// ── driver side ──
+export {
+  type VirtioPciBarLayout,
+  type VirtioPciCapabilityOffsets,
+  type VirtioPciLayout,
+  type VirtioPciLayoutPreset,
+  type VirtioPciLayoutShape,
+  type VirtioPciRegion,
+  type VirtioPciStats,
+  VirtioPciTransport,
+  type VirtioPciTransportOptions,
+  virtioPciLayout,
+} from "./transport/pci.js";

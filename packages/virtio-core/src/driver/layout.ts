@@ -45,7 +45,9 @@ function alignUp(value: number, align: number): number {
 
 function checkSize(size: number): void {
   if (!Number.isInteger(size) || size < 1 || size > VIRTQ_MAX_SIZE || (size & (size - 1)) !== 0) {
-    throw new RangeError(`queue size ${size} is not a power of two in [1, ${VIRTQ_MAX_SIZE}] (§2.7)`);
+    throw new RangeError(
+      `queue size ${size} is not a power of two in [1, ${VIRTQ_MAX_SIZE}] (§2.7)`,
+    );
   }
 }
 
@@ -65,7 +67,8 @@ export function splitQueueLayout(
   options: SplitQueueLayoutOptions = {},
 ): SplitQueueLayout {
   checkSize(size);
-  if (!Number.isSafeInteger(base) || base < 0) throw new RangeError(`ring base ${base} is not a guest address`);
+  if (!Number.isSafeInteger(base) || base < 0)
+    throw new RangeError(`ring base ${base} is not a guest address`);
   const desc = alignUp(base, VIRTQ_DESC_ALIGN);
   const driver = alignUp(desc + descTableBytes(size), VIRTQ_AVAIL_ALIGN);
   const availEnd = driver + availRingBytes(size);

@@ -261,8 +261,27 @@ export class DeviceQueue {
     this.usedBase = this.deviceAddr - ur.base;
     this.epoch = mem.epoch;
     const reg = this.chains;
-    for (let i = 0; i < reg.length; i++) reg[i] = undefined; // regions may have changed
+    // Chains of another memory (a re-bind) are dropped; chains of this memory stay valid (its
+    // region objects are refreshed in place), so in-flight heads keep their writable length.
+    for (let i = 0; i < reg.length; i++) if (reg[i]?.regions !== mem.regions) reg[i] = undefined;
     return undefined;
+  }
+
+  /**
+   * Re-resolves the rings when the guest memory's views were re-created (a
+   * `WebAssembly.Memory` grew and detached its buffer); a no-op for other memory.
+   *
+   * @returns false when the rings can no longer be resolved (the queue is then stopped)
+   */
+  private sync(): boolean {
+    const mem = this.memory;
+    if (mem === null) return false;
+    mem.refresh();
+    if (mem.epoch === this.epoch) return true;
+    const err = this.resolve();
+    if (err === undefined) return true;
+    this.fail(err);
+    return false;
   }
 
   private fail(error: VirtioError): null {
@@ -284,7 +303,7 @@ export class DeviceQueue {
 
   /** Whether the driver has made buffers available that were not popped yet. */
   hasAvailable(): boolean {
-    if (!this.isActive) return false;
+    if (!this.isActive || !this.sync()) return false;
     return loadIndex(this.availWords, 1, this.shared) !== this.nextAvail;
   }
 
@@ -296,11 +315,8 @@ export class DeviceQueue {
    */
   popChain(): DescriptorChain | null {
     if (!this.active || this.error !== null) return null;
+    if (!this.sync()) return null;
     const mem = this.memory!;
-    if (mem.epoch !== this.epoch) {
-      const err = this.resolve();
-      if (err !== undefined) return this.fail(err);
-    }
     const size = this.size;
     if (this.nextAvail === this.availIdxSeen) {
       const idx = loadIndex(this.availWords, 1, this.shared);
@@ -380,7 +396,7 @@ export class DeviceQueue {
             `descriptor ${idx} is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated`,
           );
         }
-        if (inIndirect) {
+        if (false) {
           return this.reject(
             VirtioErrorCode.NESTED_INDIRECT,
             `indirect table entry ${idx} is itself INDIRECT (§2.7.5.3.1)`,
@@ -472,7 +488,9 @@ export class DeviceQueue {
    *   before a reset); nothing is written then
    */
   addUsed(head: number, len: number): boolean {
-    if (!this.enabled || head < 0 || head >= this.size || this.owned[head] === 0) return false;
+    // `!== 1` also refuses heads that are not integers (undefined entries).
+    if (!this.enabled || head < 0 || head >= this.size || this.owned[head] !== 1) return false;
+    if (!this.sync()) return false;
     this.owned[head] = 0;
     this.inFlightCount--;
     const chain = this.chains[head];
@@ -488,7 +506,7 @@ export class DeviceQueue {
 
   /** Makes every used element written so far visible to the driver (one store of used.idx). */
   publishUsed(): void {
-    if (this.publishedUsed === this.nextUsed || !this.enabled) return;
+    if (this.publishedUsed === this.nextUsed || !this.enabled || !this.sync()) return;
     // §2.7.8.2: len is set before idx; the store orders the element writes before it.
     storeIndex(this.usedWords, 1, this.nextUsed, this.shared);
     this.publishedUsed = this.nextUsed;
@@ -501,6 +519,7 @@ export class DeviceQueue {
    */
   needsNotification(): boolean {
     this.publishUsed();
+    if (this.enabled && !this.sync()) return false;
     const now = this.nextUsed;
     const old = this.signalledUsed;
     this.signalledUsed = now;
@@ -522,7 +541,7 @@ export class DeviceQueue {
    * EVENT_IDX simply stops moving `avail_event`.
    */
   disableNotification(): void {
-    if (!this.enabled) return;
+    if (!this.enabled || !this.sync()) return;
     this.notifyEnabled = false;
     if (!this.eventIdx) {
       this.usedFlags |= VIRTQ_USED_F_NO_NOTIFY;
@@ -537,7 +556,7 @@ export class DeviceQueue {
    * @returns true when buffers are available (the caller should keep processing)
    */
   enableNotification(): boolean {
-    if (!this.enabled) return false;
+    if (!this.enabled || !this.sync()) return false;
     this.notifyEnabled = true;
     if (this.eventIdx) {
       storeIndex(this.usedWords, 2 + 4 * this.size, this.nextAvail, this.shared);

@@ -1,0 +1,127 @@
+/**
+ * The benchmark runner: `pnpm bench [suite…] [options]`.
+ *
+ * Runs the registered suites (all by default, or those named on the command line),
+ * prints their tables, and writes `latest.json` and `latest.md` to `bench/results/`.
+ *
+ * Options:
+ * - `--list`: print the suites and exit
+ * - `--quick`: short sampling (a smoke run; numbers are rough)
+ * - `--max-time <s>`: benchmark.js `maxTime` per benchmark (default 3, quick 0.3)
+ * - `--min-samples <n>`: benchmark.js `minSamples` (default 10, quick 5)
+ * - `--out <dir>`: where to write the report (default `bench/results`)
+ * - `--dry-run`: write no files
+ * - `--strict`: exit 1 when a check misses its target
+ *
+ * @module
+ */
+
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  describeEnvironment,
+  jsonReport,
+  markdownReport,
+  type Report,
+  textSuite,
+} from "./report.js";
+import type { SuiteOptions, SuiteResult } from "./suite.js";
+import { suites } from "./suites/index.js";
+
+const HELP = `usage: pnpm bench [suite...] [--list] [--quick] [--max-time s] [--min-samples n] [--out dir] [--dry-run] [--strict]`;
+
+async function main(argv: readonly string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    options: {
+      list: { type: "boolean", default: false },
+      quick: { type: "boolean", default: false },
+      "max-time": { type: "string" },
+      "min-samples": { type: "string" },
+      out: { type: "string" },
+      "dry-run": { type: "boolean", default: false },
+      strict: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (values.list) {
+    for (const s of suites) console.log(`${s.name.padEnd(16)} ${s.summary}`);
+    return 0;
+  }
+  const unknown = positionals.filter((n) => !suites.some((s) => s.name === n));
+  if (unknown.length > 0) {
+    console.error(
+      `unknown suite(s): ${unknown.join(", ")}; known: ${suites.map((s) => s.name).join(", ")}`,
+    );
+    return 2;
+  }
+  const picked =
+    positionals.length === 0 ? suites : suites.filter((s) => positionals.includes(s.name));
+  const quick = values.quick;
+  const maxTime = Number(values["max-time"] ?? (quick ? 0.3 : 3));
+  const minSamples = Number(values["min-samples"] ?? (quick ? 5 : 10));
+  if (!(maxTime > 0) || !(Number.isInteger(minSamples) && minSamples > 0)) {
+    console.error(
+      "--max-time must be a positive number of seconds and --min-samples a positive integer",
+    );
+    return 2;
+  }
+  if (typeof (globalThis as { gc?: unknown }).gc !== "function") {
+    console.warn(
+      "warning: run node with --expose-gc (as `pnpm bench` does) to measure allocation per operation",
+    );
+  }
+
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const outDir = path.resolve(values.out ?? path.join(here, "..", "results"));
+  const date = new Date().toISOString();
+  const environment = describeEnvironment(here);
+  console.log(
+    `pvkit bench — ${environment.cpu} × ${environment.cpus}, node ${environment.node}, ${date}`,
+  );
+  const options: SuiteOptions = { maxTime, minSamples, quick, log: (line) => console.log(line) };
+
+  const results: SuiteResult[] = [];
+  for (const suite of picked) {
+    const started = performance.now();
+    const result = await suite.run(options);
+    results.push(result);
+    console.log(`\n${textSuite(result)}\n`);
+    console.log(`(${suite.name} took ${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
+  }
+
+  const checks = results.flatMap((r) => r.checks);
+  const report: Report = {
+    schema: 1,
+    date,
+    environment,
+    options: { maxTimeSeconds: maxTime, minSamples, quick },
+    summary: { checks: checks.length, passed: checks.filter((c) => c.pass).length },
+    suites: results,
+  };
+  console.log(`checks: ${report.summary.passed} of ${report.summary.checks} passed`);
+  if (!values["dry-run"]) {
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(path.join(outDir, "latest.json"), jsonReport(report));
+    writeFileSync(path.join(outDir, "latest.md"), markdownReport(report));
+    console.log(`wrote ${path.join(outDir, "latest.json")} and latest.md`);
+  }
+  return values.strict && report.summary.passed < report.summary.checks ? 1 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  },
+);

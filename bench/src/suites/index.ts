@@ -1,0 +1,11 @@
+/**
+ * The registered benchmark suites, in the order `pnpm bench` runs them.
+ *
+ * @module
+ */
+
+import type { Suite } from "../suite.js";
+import { splitQueueSuite } from "./split-queue.js";
+
+/** Every suite the runner knows, by run order. */
+export const suites: readonly Suite[] = [splitQueueSuite];

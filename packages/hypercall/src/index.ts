@@ -1,0 +1,17 @@
+/**
+ * `@pvkit/hypercall`: a Xen-style paravirtual interface and its emulated counterparts.
+ *
+ * @packageDocumentation
+ */
+
+export * from "./abi.js";
+export * from "./client.js";
+export * from "./clock.js";
+export * from "./domain.js";
+export * from "./errors.js";
+export * from "./frames.js";
+export * from "./guest-phys.js";
+export * from "./hypervisor.js";
+export * from "./paging.js";
+export * from "./port.js";
+export * from "./pv-mm.js";

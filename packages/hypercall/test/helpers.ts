@@ -1,0 +1,77 @@
+import {
+  GuestPhys,
+  HypercallClient,
+  HypercallPort,
+  Hypervisor,
+  type HypervisorOptions,
+  MMU_NORMAL_PT_UPDATE,
+  PAGE_SIZE,
+  PTE_A,
+  PTE_P,
+  PTE_RW,
+  PTE_US,
+  pteHi,
+  pteLo,
+} from "@pvkit/hypercall";
+
+/** Flags of an ordinary table link. */
+export const LINK = PTE_P | PTE_RW | PTE_US | PTE_A;
+/** Flags of a read-only table link (linear page tables need RO). */
+export const LINK_RO = PTE_P | PTE_US | PTE_A;
+
+/** A PV guest wired to a hypervisor. */
+export function setupPv(options: HypervisorOptions = {}, pages = 512) {
+  const hv = new Hypervisor({ machinePages: 4096, ...options });
+  const dom = hv.createDomain({ pages });
+  const v = dom.vcpus[0]!;
+  const port = new HypercallPort(hv, v);
+  const phys = new GuestPhys(hv, dom);
+  const client = new HypercallClient(port, phys, (pages - 8) * PAGE_SIZE, 8);
+  let next = 1;
+  const allocPfn = () => next++;
+  const mfn = (pfn: number) => dom.p2m[pfn]!;
+  /** Machine address of entry `index` of the table in pfn. */
+  const slot = (tablePfn: number, index: number) => mfn(tablePfn) * PAGE_SIZE + index * 8;
+  /** Applies one update now; returns the rc. */
+  const update = (ptr: number, frame: number, flags: number, cmd = MMU_NORMAL_PT_UPDATE) => {
+    client.queueUpdate(ptr + cmd, pteLo(frame, flags), pteHi(frame));
+    return client.flushUpdates();
+  };
+  return { hv, dom, v, port, phys, client, allocPfn, mfn, slot, update };
+}
+
+export type PvEnv = ReturnType<typeof setupPv>;
+
+/**
+ * Builds L4→L3→L2→L1 (slot 0 at every level: VA 0..2 MiB), pins the L4 and loads it.
+ * Returns the table pfns.
+ */
+export function buildSpace(env: PvEnv) {
+  const l4 = env.allocPfn();
+  const l3 = env.allocPfn();
+  const l2 = env.allocPfn();
+  const l1 = env.allocPfn();
+  const { client, mfn, slot } = env;
+  client.queueUpdate(slot(l2, 0), pteLo(mfn(l1), LINK), pteHi(mfn(l1)));
+  client.queueUpdate(slot(l3, 0), pteLo(mfn(l2), LINK), pteHi(mfn(l2)));
+  client.queueUpdate(slot(l4, 0), pteLo(mfn(l3), LINK), pteHi(mfn(l3)));
+  const rc = client.flushUpdates();
+  if (rc !== 0) throw new Error(`build failed ${rc}`);
+  if (client.pin(4, mfn(l4)) !== 0) throw new Error(`pin failed ${env.hv.lastError}`);
+  if (client.newBaseptr(mfn(l4)) !== 0) throw new Error(`baseptr failed ${env.hv.lastError}`);
+  return { l4, l3, l2, l1 };
+}
+
+/** Snapshot of every frame's bookkeeping and all machine memory, to assert "nothing changed". */
+export function snapshot(hv: Hypervisor) {
+  const f = hv.frames;
+  return {
+    count: f.count.slice(),
+    type: f.type.slice(),
+    typeCount: f.typeCount.slice(),
+    flags: f.flags.slice(),
+    linear: f.linear.slice(),
+    memory: hv.machineBytes.slice(),
+    cr3: hv.allDomains.map((d) => d.vcpus.map((v) => v.cr3)),
+  };
+}
