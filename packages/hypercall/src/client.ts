@@ -175,17 +175,33 @@ export class HypercallClient {
    * @returns the result
    */
   mmuext(cmd: number, arg1 = 0, arg2 = 0, foreigndom = DOMID_SELF): number {
+    const at = this.prepareMmuext(cmd, arg1, arg2);
+    if (at < 0) return at;
+    return this.port.call(Hypercall.mmuext_op, at, 1, 0, foreigndom);
+  }
+
+  /**
+   * Lays one `mmuext_op` out in scratch memory without calling (e.g. for a multicall entry).
+   *
+   * @returns its guest-physical address, or `-EFAULT`
+   */
+  prepareMmuext(cmd: number, arg1 = 0, arg2 = 0): number {
     const at = this.base + S_MMUEXT;
     const h1 = Math.floor(arg1 / 2 ** 32);
     const h2 = Math.floor(arg2 / 2 ** 32);
     if (
       this.phys.writeU64(at + MmuextOpLayout.cmd, cmd, 0) < 0 ||
-      this.phys.writeU64(at + MmuextOpLayout.arg1, arg1 - h1 * 2 ** 32, h1) < 0 ||
-      this.phys.writeU64(at + MmuextOpLayout.arg2, arg2 - h2 * 2 ** 32, h2) < 0
+      this.phys.writeU64(at + MmuextOpLayout.arg1, arg1 - h1 * 2 ** 32, h1 >>> 0) < 0 ||
+      this.phys.writeU64(at + MmuextOpLayout.arg2, arg2 - h2 * 2 ** 32, h2 >>> 0) < 0
     ) {
       return EFAULT;
     }
-    return this.port.call(Hypercall.mmuext_op, at, 1, 0, foreigndom);
+    return at;
+  }
+
+  /** Guest-physical address of the `mmu_update` batch. */
+  get batchGpa(): number {
+    return this.batchBase;
   }
 
   /** `MMUEXT_PIN_Ln_TABLE`. @param level - 1..4 */

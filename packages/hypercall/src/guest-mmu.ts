@@ -21,7 +21,6 @@ import {
   Hypercall,
   MMU_NORMAL_PT_UPDATE,
   MMUEXT_TLB_FLUSH_LOCAL,
-  MmuextOpLayout,
   PAGE_SIZE,
   PTE_A,
   PTE_D,
@@ -307,10 +306,8 @@ export class PvGuestMmu extends GuestMmuBase {
     if (!this.dirtyTlb) return c.flushUpdates();
     this.dirtyTlb = false;
     const n = c.queued;
-    const ext = c.mcEntryGpa(63) + 8; // an mmuext_op laid out inside the last entry's args
-    c.phys.writeU64(ext + MmuextOpLayout.cmd, MMUEXT_TLB_FLUSH_LOCAL, 0);
-    c.phys.writeU64(ext + MmuextOpLayout.arg1, 0, 0);
-    c.phys.writeU64(ext + MmuextOpLayout.arg2, 0, 0);
+    const ext = c.prepareMmuext(MMUEXT_TLB_FLUSH_LOCAL);
+    if (ext < 0) return ext;
     c.discardUpdates();
     c.mcQueue(Hypercall.mmu_update, c.batchGpa, n, c.doneGpa, DOMID_SELF);
     c.mcQueue(Hypercall.mmuext_op, ext, 1, 0, DOMID_SELF);
@@ -341,15 +338,6 @@ export class PvGuestMmu extends GuestMmuBase {
   }
 }
 
-/** Shared shape of the two emulated MMUs as the guest drives them. */
-type EmulatedMmu = (ShadowMmu | HapMmu) & {
-  guestWrite64(gpa: number, lo: number, hi: number): number;
-  guestZeroPage(gfn: number): number;
-  loadCr3(root: number): void;
-  flushTlb(): void;
-  translate(va: number, access: number): number;
-};
-
 /** The shadow (`"shadow"`) and hardware-assisted (`"hap"`) modes: direct table writes. */
 export class EmulatedGuestMmu extends GuestMmuBase {
   private active = -1;
@@ -367,8 +355,8 @@ export class EmulatedGuestMmu extends GuestMmuBase {
     super(pool);
   }
 
-  private get hw(): EmulatedMmu {
-    return this.mmu as EmulatedMmu;
+  private get hw(): ShadowMmu | HapMmu {
+    return this.mmu;
   }
 
   get exits(): number {

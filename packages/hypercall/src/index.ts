@@ -15,3 +15,7 @@ export * from "./hypervisor.js";
 export * from "./paging.js";
 export * from "./port.js";
 export * from "./pv-mm.js";
+export * from "./emulated/hap-mmu.js";
+export * from "./emulated/shadow-mmu.js";
+export * from "./guest-mmu.js";
+export * from "./emulated/timers.js";

@@ -168,7 +168,7 @@ describe.each(backends)("virtio-blk end to end over mmio with $name", ({ make })
               const op = r.op;
               if (op.kind === "read")
                 expectSameBytes(
-                  r.data,
+                  r.data!,
                   model.subarray(op.sector * 512, (op.sector + op.sectors) * 512),
                 );
               if (op.kind === "write")
@@ -203,10 +203,15 @@ describe("virtio-blk configuration and negotiation", () => {
   it("reports a capacity above 2^32 sectors through both config words", () => {
     // A back-end that claims 3 TiB; never touched.
     const huge: BlockBackend = {
-      ...new MemoryDisk(512),
       byteLength: 3 * 2 ** 40,
       readOnly: true,
-    } as BlockBackend;
+      readv: () => "EIO",
+      writev: () => "EROFS",
+      flush: () => undefined,
+      discard: () => "EROFS",
+      writeZeroes: () => "EROFS",
+      close: () => {},
+    };
     const rig = blkRig(huge);
     expect(rig.driver.info.capacity).toBe((3 * 2 ** 40) / 512);
   });
@@ -250,7 +255,7 @@ describe("virtio-blk configuration and negotiation", () => {
   it("FLUSH waits for every earlier write to finish before flushing the back-end", async () => {
     const events: string[] = [];
     const release: Array<() => void> = [];
-    const disk = new MemoryDisk(DISK);
+    const disk: BlockBackend & { bytes: Uint8Array } = new MemoryDisk(DISK);
     const writev = disk.writev.bind(disk);
     disk.writev = (o, b) =>
       new Promise((resolve) => {
@@ -278,7 +283,7 @@ describe("virtio-blk configuration and negotiation", () => {
 
   it("completes requests out of order, in completion order in the used ring", async () => {
     const release = new Map<number, () => void>();
-    const disk = new MemoryDisk(DISK);
+    const disk: BlockBackend = new MemoryDisk(DISK);
     const readv = disk.readv.bind(disk);
     disk.readv = (o, b) =>
       new Promise((resolve) => {
