@@ -89,7 +89,9 @@ describe("FileDisk durability across SIGKILL (§5.2.6.2 FLUSH)", () => {
       for (const w of acked) model.set(pattern(w.seed, w.sectors * 512), w.sector * 512);
       // Writes issued after the flush may or may not have landed, sector by sector.
       const later = issuedAll.filter((w) => w.round > killAfter);
-      later.forEach((w, i) => owner.fill(i, w.sector, w.sector + w.sectors));
+      later.forEach((w, i) => {
+        owner.fill(i, w.sector, w.sector + w.sectors);
+      });
       const reopened = await FileDisk.open(image, { readOnly: true });
       const onDisk = new Uint8Array(DISK);
       expect(await reopened.readv(0, [onDisk])).toBeUndefined();
