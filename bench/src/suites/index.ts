@@ -6,6 +6,7 @@
 
 import type { Suite } from "../suite.js";
 import { splitQueueSuite } from "./split-queue.js";
+import { virtioBlkSuite } from "./virtio-blk.js";
 
 /** Every suite the runner knows, by run order. */
-export const suites: readonly Suite[] = [splitQueueSuite];
+export const suites: readonly Suite[] = [splitQueueSuite, virtioBlkSuite];

@@ -116,7 +116,12 @@ describe("Bus", () => {
     bus.read("mmio", 0x1100, 1);
     expect(after.log).toHaveLength(1);
     // A rejected map leaves no trace.
-    expect(Object.keys(bus.stats().byDevice).sort()).toEqual(["after", "before", "first", "other space"]);
+    expect(Object.keys(bus.stats().byDevice).sort()).toEqual([
+      "after",
+      "before",
+      "first",
+      "other space",
+    ]);
   });
 
   it("moves a mapping (BAR reprogramming) unless the new place overlaps", () => {

@@ -3,7 +3,7 @@ import {
   combineAddress,
   GuestMemory,
   isPlatformError,
-  PlatformError,
+  type PlatformError,
   PlatformErrorCode,
 } from "@pvkit/platform";
 import fc from "fast-check";
@@ -111,10 +111,12 @@ describe("GuestMemory: flat", () => {
     expect(() => new GuestMemory([{ base: ADDRESS_LIMIT - 8, size: 16 }])).toThrow();
     expect(() => new GuestMemory([{ base: 0, size: 64, backing: new ArrayBuffer(32) }])).toThrow();
     expect(
-      () => new GuestMemory([{ base: 0, size: 16, backing: new ArrayBuffer(64), backingOffset: 4 }]),
+      () =>
+        new GuestMemory([{ base: 0, size: 16, backing: new ArrayBuffer(64), backingOffset: 4 }]),
     ).toThrow(/multiple of 8/);
     expect(
-      () => new GuestMemory([{ base: 0, size: 64, backing: new ArrayBuffer(64), backingOffset: 8 }]),
+      () =>
+        new GuestMemory([{ base: 0, size: 64, backing: new ArrayBuffer(64), backingOffset: 8 }]),
     ).toThrow(/does not fit/);
   });
 
@@ -316,7 +318,9 @@ describe("GuestMemory: WebAssembly.Memory", () => {
 
   it("slices taken after a grow alias the new buffer", () => {
     const wasm = new WebAssembly.Memory({ initial: 1, maximum: 2 });
-    const mem = new GuestMemory([{ base: 0x1000, size: 0x1000, backing: wasm, backingOffset: 0x2000 }]);
+    const mem = new GuestMemory([
+      { base: 0x1000, size: 0x1000, backing: wasm, backingOffset: 0x2000 },
+    ]);
     wasm.grow(1);
     const s = mem.slice(0x1000, 4) as Uint8Array;
     expect(s.buffer).toBe(wasm.buffer);
@@ -340,10 +344,15 @@ describe("GuestMemory: property — any range succeeds inside backed memory or f
     [1024, 1280],
   ];
   const insideOne = (a: number, n: number): boolean =>
-    Number.isInteger(a) && Number.isInteger(n) && n >= 0 && regions.some(([b, e]) => a >= b && a + n <= e);
+    Number.isInteger(a) &&
+    Number.isInteger(n) &&
+    n >= 0 &&
+    regions.some(([b, e]) => a >= b && a + n <= e);
   /** For copies: every byte backed and contiguous (A and B join up). */
   const copyable = (a: number, n: number): boolean =>
-    Number.isInteger(a) && a >= 0 && (n === 0 ? a <= 512 || (a >= 1024 && a <= 1280) : a + n <= 512 || (a >= 1024 && a + n <= 1280));
+    Number.isInteger(a) &&
+    a >= 0 &&
+    (n === 0 ? a <= 512 || (a >= 1024 && a <= 1280) : a + n <= 512 || (a >= 1024 && a + n <= 1280));
 
   const weird = fc.constantFrom(
     -1,

@@ -34,6 +34,7 @@ export {
   parseBlkRequest,
 } from "./device/request.js";
 export {
+  type BlkCallback,
   type BlkDiskInfo,
   type BlkRange,
   BlkRequestError,

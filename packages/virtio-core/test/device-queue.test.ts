@@ -25,14 +25,23 @@ interface Setup {
 }
 
 function setup(
-  opts: { size?: number; eventIdx?: boolean; indirect?: boolean; shared?: boolean; mem?: GuestMemory } = {},
+  opts: {
+    size?: number;
+    eventIdx?: boolean;
+    indirect?: boolean;
+    shared?: boolean;
+    mem?: GuestMemory;
+  } = {},
 ): Setup {
   const size = opts.size ?? 8;
   const mem = opts.mem ?? GuestMemory.create(0x10000, { shared: opts.shared ?? false });
   const mock = new MockSplitQueue(mem, size);
   const errors: VirtioError[] = [];
   const q = new DeviceQueue(0, size, (e) => errors.push(e));
-  const err = mock.configure(q, { eventIdx: opts.eventIdx ?? false, indirect: opts.indirect ?? false });
+  const err = mock.configure(q, {
+    eventIdx: opts.eventIdx ?? false,
+    indirect: opts.indirect ?? false,
+  });
   expect(err).toBeUndefined();
   expect(q.isActive).toBe(true);
   return { mem, mock, q, errors };
@@ -53,7 +62,9 @@ describe("DeviceQueue: well-formed chains", () => {
     expect(q.hasAvailable()).toBe(true);
     const c = pop(q);
     expect(c.head).toBe(head);
-    expect([c.readableCount, c.writableCount, c.readableLength, c.writableLength]).toEqual([1, 0, 64, 0]);
+    expect([c.readableCount, c.writableCount, c.readableLength, c.writableLength]).toEqual([
+      1, 0, 64, 0,
+    ]);
     expect(c.descriptorCount).toBe(1);
     expect(c.indirect).toBe(false);
     const v = c.readable(0);
@@ -121,7 +132,11 @@ describe("DeviceQueue: well-formed chains", () => {
     // A direct readable descriptor, then one whose INDIRECT table holds the rest. WRITE on
     // the indirect descriptor itself is ignored (§2.7.5.3.2).
     mock.writeDescriptor(3, { addr: DATA + 0x800, len: 8, flags: VIRTQ_DESC_F_NEXT, next: 6 });
-    mock.writeDescriptor(6, { addr: TABLES + 0x100, len: 32, flags: VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE });
+    mock.writeDescriptor(6, {
+      addr: TABLES + 0x100,
+      len: 32,
+      flags: VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE,
+    });
     mock.writeIndirectTable(TABLES + 0x100, [
       { addr: DATA + 0x900, len: 4, flags: VIRTQ_DESC_F_NEXT, next: 1 },
       { addr: DATA + 0xa00, len: 64, flags: VIRTQ_DESC_F_WRITE },
@@ -270,7 +285,9 @@ describe("DeviceQueue: well-formed chains", () => {
 describe("DeviceQueue: completion", () => {
   it("completes in order; used.idx moves only when published (once per batch)", () => {
     const { mock, q } = setup();
-    const heads = [0, 1, 2].map((i) => mock.addChain([{ addr: DATA + i * 0x100, len: 32, writable: true }]));
+    const heads = [0, 1, 2].map((i) =>
+      mock.addChain([{ addr: DATA + i * 0x100, len: 32, writable: true }]),
+    );
     const chains = heads.map(() => pop(q));
     expect(chains.map((c) => c.head)).toEqual(heads);
     for (const c of chains) expect(q.addUsed(c.head, 10 + c.head)).toBe(true);
@@ -297,7 +314,9 @@ describe("DeviceQueue: completion", () => {
 
   it("completes out of order and reuses freed descriptors", () => {
     const { mock, q } = setup({ size: 4 });
-    const heads = [0, 1, 2, 3].map((i) => mock.addChain([{ addr: DATA + i * 0x100, len: 8, writable: true }]));
+    const heads = [0, 1, 2, 3].map((i) =>
+      mock.addChain([{ addr: DATA + i * 0x100, len: 8, writable: true }]),
+    );
     const chains = heads.map(() => pop(q));
     for (const k of [2, 0, 3, 1]) expect(q.addUsed(chains[k]!.head, k)).toBe(true);
     q.publishUsed();
@@ -350,7 +369,8 @@ describe("DeviceQueue: completion", () => {
       q.addUsed(c.head, i & 7);
       q.publishUsed();
       const used = mock.readUsed();
-      if (used.length !== 1 || used[0]!.len !== (i & 7)) throw new Error(`round ${i}: ${JSON.stringify(used)}`);
+      if (used.length !== 1 || used[0]!.len !== (i & 7))
+        throw new Error(`round ${i}: ${JSON.stringify(used)}`);
     }
     expect(q.nextAvailIndex).toBe(rounds & 0xffff);
     expect(q.nextUsedIndex).toBe(rounds & 0xffff);
@@ -566,7 +586,10 @@ describe("DeviceQueue: lifecycle", () => {
     // A grow with no other memory access in between: the queue itself must notice.
     wasm.grow(1);
     mem.writeU16(mock.availAddr + 4 + 2, 1); // avail slot 1 → head 1 (plain write into the new buffer)
-    new Uint8Array(wasm.buffer).set([0, 0x90, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0], mock.descAddr + 16);
+    new Uint8Array(wasm.buffer).set(
+      [0, 0x90, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0],
+      mock.descAddr + 16,
+    );
     new DataView(wasm.buffer).setUint16(mock.availAddr + 2, 2, true);
     wasm.grow(1);
     expect(q.hasAvailable()).toBe(true);

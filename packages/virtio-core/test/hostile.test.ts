@@ -16,14 +16,19 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
-  VirtioDeviceBase,
-  type VirtioError,
-  VirtioErrorCode,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
+  VirtioDeviceBase,
+  type VirtioError,
+  VirtioErrorCode,
 } from "@pvkit/virtio-core";
-import { checkCanary, fillCanary, type MemoryRange, MockSplitQueue } from "@pvkit/virtio-core/testing";
+import {
+  checkCanary,
+  fillCanary,
+  type MemoryRange,
+  MockSplitQueue,
+} from "@pvkit/virtio-core/testing";
 import { describe, expect, it } from "vitest";
 
 const MEM = 0x10000;
@@ -67,7 +72,9 @@ function expectCorruption(code: VirtioErrorCode, c: HostileCase): HostileResult 
   const mock = new MockSplitQueue(mem, size);
   const errors: VirtioError[] = [];
   const q = new DeviceQueue(0, size, (e) => errors.push(e));
-  expect(mock.configure(q, { indirect: c.indirect ?? true, eventIdx: c.eventIdx ?? true })).toBeUndefined();
+  expect(
+    mock.configure(q, { indirect: c.indirect ?? true, eventIdx: c.eventIdx ?? true }),
+  ).toBeUndefined();
   const keep = [...mock.ringRanges(), ...(c.build(mock) ?? [])];
   fillCanary(mem, keep);
   const driverArea = [mock.ringRanges()[0]!, mock.ringRanges()[1]!, ...keep.slice(3)];
@@ -108,6 +115,14 @@ function expectCorruption(code: VirtioErrorCode, c: HostileCase): HostileResult 
   // Chains popped before the corruption can still be returned (no leaked head).
   for (const ch of served) expect(q.addUsed(ch.head, 0)).toBe(true);
   return { mem, mock, q, error: q.error!, served };
+}
+
+/** A build step that writes only ring entries or descriptors (no extra ranges to keep). */
+function only(write: (m: MockSplitQueue) => unknown): (m: MockSplitQueue) => undefined {
+  return (m) => {
+    write(m);
+    return undefined;
+  };
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -202,7 +217,9 @@ describe("hostile guest: available ring", () => {
         return undefined;
       },
     });
-    expectCorruption(VirtioErrorCode.HEAD_OUT_OF_RANGE, { build: (m) => (m.pushAvail(0xffff), undefined) });
+    expectCorruption(VirtioErrorCode.HEAD_OUT_OF_RANGE, {
+      build: only((m) => m.pushAvail(0xffff)),
+    });
   });
 
   it("a head made available again while in flight → HEAD_IN_USE (and it can still be returned)", () => {
@@ -259,7 +276,8 @@ describe("hostile guest: descriptor chains", () => {
     expectCorruption(VirtioErrorCode.CHAIN_TOO_LONG, {
       build: (m) => {
         // 0 → 1 → … → 7 → 0: the ninth descriptor is one too many.
-        for (let i = 0; i < 8; i++) m.writeDescriptor(i, { addr: DATA + i, len: 1, flags: NEXT, next: (i + 1) % 8 });
+        for (let i = 0; i < 8; i++)
+          m.writeDescriptor(i, { addr: DATA + i, len: 1, flags: NEXT, next: (i + 1) % 8 });
         m.pushAvail(0);
         return undefined;
       },
@@ -352,7 +370,8 @@ describe("hostile guest: descriptor chains", () => {
       size: 8192,
       memory: () => GuestMemory.create(0x100000),
       build: (m) => {
-        for (let i = 0; i < 4097; i++) m.writeDescriptor(i, { addr: 0, len: 0x100000, flags: NEXT, next: i + 1 });
+        for (let i = 0; i < 4097; i++)
+          m.writeDescriptor(i, { addr: 0, len: 0x100000, flags: NEXT, next: i + 1 });
         m.pushAvail(0);
         return undefined;
       },
@@ -390,7 +409,10 @@ describe("hostile guest: indirect descriptors (§2.7.5.3)", () => {
   it("indirect length not a multiple of 16 → BAD_INDIRECT_LENGTH", () => {
     expectCorruption(VirtioErrorCode.BAD_INDIRECT_LENGTH, {
       build: (m) => {
-        m.writeIndirectTable(TABLE, [{ addr: DATA, len: 4 }, { addr: DATA, len: 4 }]);
+        m.writeIndirectTable(TABLE, [
+          { addr: DATA, len: 4 },
+          { addr: DATA, len: 4 },
+        ]);
         m.writeDescriptor(0, { addr: TABLE, len: 24, flags: INDIRECT });
         m.pushAvail(0);
         return [{ addr: TABLE, len: 32 }];
@@ -411,7 +433,12 @@ describe("hostile guest: indirect descriptors (§2.7.5.3)", () => {
   it("indirect table with more entries than the queue size → INDIRECT_TOO_LONG", () => {
     expectCorruption(VirtioErrorCode.INDIRECT_TOO_LONG, {
       build: (m) => {
-        const table = Array.from({ length: 9 }, (_, i) => ({ addr: DATA, len: 1, flags: i < 8 ? NEXT : 0, next: i + 1 }));
+        const table = Array.from({ length: 9 }, (_, i) => ({
+          addr: DATA,
+          len: 1,
+          flags: i < 8 ? NEXT : 0,
+          next: i + 1,
+        }));
         const len = m.writeIndirectTable(TABLE, table);
         m.writeDescriptor(0, { addr: TABLE, len, flags: INDIRECT });
         m.pushAvail(0);
@@ -452,7 +479,7 @@ describe("hostile guest: buffer addresses", () => {
       },
     });
     expectCorruption(VirtioErrorCode.BUFFER_OUT_OF_RANGE, {
-      build: (m) => (m.addChain([{ addr: 0x1_0000_0000n, len: 1 }]), undefined),
+      build: only((m) => m.addChain([{ addr: 0x1_0000_0000n, len: 1 }])),
     });
   });
 
@@ -473,7 +500,7 @@ describe("hostile guest: buffer addresses", () => {
     });
     expectCorruption(VirtioErrorCode.BUFFER_OUT_OF_RANGE, {
       memory: holey,
-      build: (m) => (m.addChain([{ addr: 0x7ff0, len: 0x20, writable: true }]), undefined),
+      build: only((m) => m.addChain([{ addr: 0x7ff0, len: 0x20, writable: true }])),
     });
   });
 
@@ -487,7 +514,7 @@ describe("hostile guest: buffer addresses", () => {
       [0x8000_0000_0000_8000n, 4], // low word is in memory; the high word is not ignored
     ] as const) {
       expectCorruption(VirtioErrorCode.BUFFER_OUT_OF_RANGE, {
-        build: (m) => (m.addChain([{ addr, len }]), undefined),
+        build: only((m) => m.addChain([{ addr, len }])),
       });
     }
   });
@@ -500,18 +527,40 @@ describe("hostile guest: ring placement and size (enable)", () => {
   });
 
   it("descriptor table outside guest memory → RING_OUT_OF_RANGE", () => {
-    expectRingRejected(VirtioErrorCode.RING_OUT_OF_RANGE, 8, { desc: MEM - 64, avail: 0x100, used: 0x200 });
-    expectRingRejected(VirtioErrorCode.RING_OUT_OF_RANGE, 8, { desc: 2 ** 53 - 16, avail: 0x100, used: 0x200 });
+    expectRingRejected(VirtioErrorCode.RING_OUT_OF_RANGE, 8, {
+      desc: MEM - 64,
+      avail: 0x100,
+      used: 0x200,
+    });
+    expectRingRejected(VirtioErrorCode.RING_OUT_OF_RANGE, 8, {
+      desc: 2 ** 53 - 16,
+      avail: 0x100,
+      used: 0x200,
+    });
   });
 
   it("available ring outside guest memory or in a hole → RING_OUT_OF_RANGE", () => {
-    expectRingRejected(VirtioErrorCode.RING_OUT_OF_RANGE, 8, { desc: 0, avail: MEM - 10, used: 0x200 });
+    expectRingRejected(VirtioErrorCode.RING_OUT_OF_RANGE, 8, {
+      desc: 0,
+      avail: MEM - 10,
+      used: 0x200,
+    });
     const holey = new GuestMemory([
       { base: 0, size: 0x1000 },
       { base: 0x2000, size: 0x1000 },
     ]);
-    expectRingRejected(VirtioErrorCode.RING_OUT_OF_RANGE, 8, { desc: 0, avail: 0x1000, used: 0x200 }, holey);
-    expectRingRejected(VirtioErrorCode.RING_OUT_OF_RANGE, 8, { desc: 0xfc0, avail: 0x2000, used: 0x2100 }, holey);
+    expectRingRejected(
+      VirtioErrorCode.RING_OUT_OF_RANGE,
+      8,
+      { desc: 0, avail: 0x1000, used: 0x200 },
+      holey,
+    );
+    expectRingRejected(
+      VirtioErrorCode.RING_OUT_OF_RANGE,
+      8,
+      { desc: 0xfc0, avail: 0x2000, used: 0x2100 },
+      holey,
+    );
   });
 
   it("misaligned rings → RING_MISALIGNED", () => {
@@ -532,7 +581,7 @@ describe("hostile guest: ring placement and size (enable)", () => {
 describe("hostile guest: recovery", () => {
   it("after corruption popChain returns null until reset; after reset the queue works again", () => {
     const { mem, q, error } = expectCorruption(VirtioErrorCode.HEAD_OUT_OF_RANGE, {
-      build: (m) => (m.pushAvail(100), undefined),
+      build: only((m) => m.pushAvail(100)),
     });
     for (let i = 0; i < 100; i++) expect(q.popChain()).toBeNull();
     expect(q.error).toBe(error);
@@ -577,7 +626,14 @@ interface DeviceRig {
 function liveDevice(): DeviceRig {
   const mem = GuestMemory.create(MEM);
   const dev = new EchoDevice(8);
-  const rig: DeviceRig = { mem, mock: new MockSplitQueue(mem, 8), dev, config: 0, used: 0, needsReset: [] };
+  const rig: DeviceRig = {
+    mem,
+    mock: new MockSplitQueue(mem, 8),
+    dev,
+    config: 0,
+    used: 0,
+    needsReset: [],
+  };
   dev.bind(mem, {
     signalConfig: () => rig.config++,
     signalUsed: () => rig.used++,
@@ -600,8 +656,8 @@ function liveDevice(): DeviceRig {
 
 describe("hostile guest through VirtioDeviceBase: NEEDS_RESET + one config interrupt", () => {
   const cases: Array<[VirtioErrorCode, (m: MockSplitQueue) => MemoryRange[] | undefined]> = [
-    [VirtioErrorCode.HEAD_OUT_OF_RANGE, (m) => (m.pushAvail(9), undefined)],
-    [VirtioErrorCode.AVAIL_IDX_JUMP, (m) => (m.setAvailIdx(m.availIdx() + 9), undefined)],
+    [VirtioErrorCode.HEAD_OUT_OF_RANGE, only((m) => m.pushAvail(9))],
+    [VirtioErrorCode.AVAIL_IDX_JUMP, only((m) => m.setAvailIdx(m.availIdx() + 9))],
     [
       VirtioErrorCode.CHAIN_TOO_LONG,
       (m) => {
@@ -620,15 +676,18 @@ describe("hostile guest through VirtioDeviceBase: NEEDS_RESET + one config inter
         return [{ addr: TABLE, len: 16 }];
       },
     ],
-    [VirtioErrorCode.BUFFER_OUT_OF_RANGE, (m) => (m.addChain([{ addr: MEM, len: 1, writable: true }]), undefined)],
+    [
+      VirtioErrorCode.BUFFER_OUT_OF_RANGE,
+      only((m) => m.addChain([{ addr: MEM, len: 1, writable: true }])),
+    ],
     [
       VirtioErrorCode.READABLE_AFTER_WRITABLE,
-      (m) =>
-        (m.addChain([
+      only((m) =>
+        m.addChain([
           { addr: DATA + 0x100, len: 4, writable: true },
           { addr: DATA + 0x200, len: 4 },
         ]),
-        undefined),
+      ),
     ],
   ];
 
@@ -683,11 +742,16 @@ describe("hostile guest through VirtioDeviceBase: NEEDS_RESET + one config inter
     const mock = new MockSplitQueue(mem, 8);
     dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
     dev.writeDriverFeatures(1, 1); // VERSION_1 only
-    dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+    dev.setStatus(
+      VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+    );
     mock.applyLayout(dev.queues[0]!);
     dev.enableQueue(0);
     dev.setStatus(
-      VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+      VIRTIO_CONFIG_S_ACKNOWLEDGE |
+        VIRTIO_CONFIG_S_DRIVER |
+        VIRTIO_CONFIG_S_FEATURES_OK |
+        VIRTIO_CONFIG_S_DRIVER_OK,
     );
     mock.addChain([{ addr: DATA + 0x800, len: 4, writable: true }]);
     dev.notifyQueue(0);

@@ -14,10 +14,10 @@
 import { GuestMemory } from "@pvkit/platform";
 import {
   DeviceQueue,
-  type VirtioError,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
+  type VirtioError,
 } from "@pvkit/virtio-core";
 import {
   chainRanges,
@@ -65,7 +65,13 @@ const addrArb: fc.Arbitrary<bigint | number> = fc.oneof(
   { weight: 1, arbitrary: fc.constant(0) },
   {
     weight: 1,
-    arbitrary: fc.constantFrom(2n ** 53n - 8n, 2n ** 53n, 2n ** 64n - 16n, 0x1_0000_1000n, 2n ** 32n + 0x1000n),
+    arbitrary: fc.constantFrom(
+      2n ** 53n - 8n,
+      2n ** 53n,
+      2n ** 64n - 16n,
+      0x1_0000_1000n,
+      2n ** 32n + 0x1000n,
+    ),
   },
   { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }) },
 );
@@ -75,7 +81,10 @@ function lenArb(size: number): fc.Arbitrary<number> {
     { weight: 6, arbitrary: fc.integer({ min: 0, max: 64 }) },
     { weight: 2, arbitrary: fc.constant(0) },
     { weight: 3, arbitrary: fc.integer({ min: 1, max: size + 1 }).map((k) => 16 * k) },
-    { weight: 1, arbitrary: fc.constantFrom(8, 24, 0xffff_fff0, 0xffff_ffff, 0x8000_0000, 0x1000_0000) },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom(8, 24, 0xffff_fff0, 0xffff_ffff, 0x8000_0000, 0x1000_0000),
+    },
     { weight: 1, arbitrary: fc.integer({ min: 0, max: 0xffff_ffff }) },
   );
 }
@@ -136,7 +145,10 @@ function chainSpecArb(): fc.Arbitrary<ChainSpec> {
     writable: fc.boolean(),
     area: fc.constantFrom(...DATA_AREAS),
     off: fc.integer({ min: 0, max: 0xe00 }),
-    len: fc.oneof({ weight: 5, arbitrary: fc.integer({ min: 1, max: 0x100 }) }, { weight: 1, arbitrary: fc.constant(0) }),
+    len: fc.oneof(
+      { weight: 5, arbitrary: fc.integer({ min: 1, max: 0x100 }) },
+      { weight: 1, arbitrary: fc.constant(0) },
+    ),
   });
   return fc.record({
     // Readable buffers first (stable sort), as §2.7.4.2 requires of a driver.
@@ -154,7 +166,10 @@ function roundArb(size: number): fc.Arbitrary<Round> {
       minLength: 3,
       maxLength: 3,
     }),
-    wellFormed: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+    wellFormed: fc.oneof(
+      { weight: 3, arbitrary: fc.constant(true) },
+      { weight: 1, arbitrary: fc.constant(false) },
+    ),
     specs: fc.array(chainSpecArb(), { maxLength: size }),
     mutations: fc.oneof(
       { weight: 2, arbitrary: fc.constant([]) },
@@ -163,7 +178,12 @@ function roundArb(size: number): fc.Arbitrary<Round> {
         arbitrary: fc.array(
           fc.record({
             index: fc.integer({ min: 0, max: size - 1 }),
-            field: fc.constantFrom("addr" as const, "len" as const, "flags" as const, "next" as const),
+            field: fc.constantFrom(
+              "addr" as const,
+              "len" as const,
+              "flags" as const,
+              "next" as const,
+            ),
             desc: descArb(size),
           }),
           { minLength: 1, maxLength: 2 },
@@ -190,7 +210,10 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc.constantFrom(1, 2, 4, 8, 16).chai
     size: fc.constant(size),
     holey: fc.boolean(),
     eventIdx: fc.boolean(),
-    indirect: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+    indirect: fc.oneof(
+      { weight: 3, arbitrary: fc.constant(true) },
+      { weight: 1, arbitrary: fc.constant(false) },
+    ),
     rounds: fc.array(roundArb(size), { minLength: 1, maxLength: 4 }),
   }),
 );
@@ -283,8 +306,10 @@ class Model {
         if (inIndirect) return { kind: "corrupt", why: "nested indirect" };
         if (flags & NEXT) return { kind: "corrupt", why: "indirect with next" };
         if (len === 0 || len % 16 !== 0) return { kind: "corrupt", why: `indirect len ${len}` };
-        if (len / 16 > size) return { kind: "corrupt", why: "indirect table longer than the queue" };
-        if (!m.inOneRegion(addr, len)) return { kind: "corrupt", why: "indirect table outside memory" };
+        if (len / 16 > size)
+          return { kind: "corrupt", why: "indirect table longer than the queue" };
+        if (!m.inOneRegion(addr, len))
+          return { kind: "corrupt", why: "indirect table outside memory" };
         table = Number(addr);
         tableLen = len / 16;
         budget = tableLen;
@@ -350,7 +375,7 @@ function writeRound(mock: MockSplitQueue, size: number, round: Round, model: Mod
       table[mu.index] = { ...d, [mu.field]: mu.desc[mu.field] };
     }
   } else {
-    for (let k = 0; k < size; k++) heads.push(round.raw[k]!.next % size);
+    for (let k = 0; k < size; k++) heads.push((round.raw[k]!.next ?? 0) % size);
   }
   heads.push(...round.extraHeads);
   table.forEach((d, k) => {
@@ -398,7 +423,9 @@ function runScenario(s: Scenario, shared: boolean): void {
     let calls = 0;
     for (;;) {
       expect(calls).toBeLessThanOrEqual(size);
-      const want: Prediction = model.corrupt ? { kind: "corrupt", why: "stopped" } : model.pop(before);
+      const want: Prediction = model.corrupt
+        ? { kind: "corrupt", why: "stopped" }
+        : model.pop(before);
       calls++;
       const got = q.popChain();
       if (want.kind === "chain") {
@@ -406,14 +433,19 @@ function runScenario(s: Scenario, shared: boolean): void {
         expect(got).not.toBeNull();
         const r = chainRanges(got!);
         expect(r.head).toBe(want.head);
-        expect(r.readable).toEqual(want.buffers.filter((b) => !b.writable).map(({ addr, len }) => ({ addr, len })));
-        expect(r.writable).toEqual(want.buffers.filter((b) => b.writable).map(({ addr, len }) => ({ addr, len })));
+        expect(r.readable).toEqual(
+          want.buffers.filter((b) => !b.writable).map(({ addr, len }) => ({ addr, len })),
+        );
+        expect(r.writable).toEqual(
+          want.buffers.filter((b) => b.writable).map(({ addr, len }) => ({ addr, len })),
+        );
         continue;
       }
       expect(got).toBeNull();
       if (want.kind === "empty") expect(q.error).toBeNull();
       else {
-        if (q.error === null) throw new Error(`model says corrupt (${want.why}); the queue did not`);
+        if (q.error === null)
+          throw new Error(`model says corrupt (${want.why}); the queue did not`);
         model.corrupt = true;
       }
       break;
@@ -438,7 +470,8 @@ function runScenario(s: Scenario, shared: boolean): void {
       const now = mem.slice(base, end - base) as Uint8Array;
       for (let a = base; a < end; a++) {
         if (a >= usedRing.addr && a < usedRing.addr + usedRing.len) continue;
-        if (now[a - base] !== before.u8(a)) throw new Error(`guest byte 0x${a.toString(16)} changed`);
+        if (now[a - base] !== before.u8(a))
+          throw new Error(`guest byte 0x${a.toString(16)} changed`);
       }
     }
   }

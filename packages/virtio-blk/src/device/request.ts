@@ -156,15 +156,10 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
   const statusOffset = writable - 1;
   const inData = writable - 1; // writable bytes before the status byte
   const readable = chain.readableLength;
-  const reject = (
-    type: number,
-    status: VirtioBlkStatus,
-    code: BlkErrorCode,
-    message: string,
-  ): BlkRejected => ({ ok: false, fatal: false, type, status, code, message, statusOffset });
 
   if (readable < VIRTIO_BLK_HEADER_SIZE) {
     return reject(
+      statusOffset,
       -1,
       VirtioBlkStatus.IOERR,
       BlkErrorCode.SHORT_HEADER,
@@ -188,6 +183,7 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
       // §5.2.6.1: IN data is device-writable, OUT data is device-readable.
       if (isRead ? outData !== 0 : inData !== 0) {
         return reject(
+          statusOffset,
           type,
           VirtioBlkStatus.IOERR,
           BlkErrorCode.DATA_DIRECTION,
@@ -197,6 +193,7 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
       const length = isRead ? inData : outData;
       if (length % VIRTIO_BLK_SECTOR_SIZE !== 0) {
         return reject(
+          statusOffset,
           type,
           VirtioBlkStatus.IOERR,
           BlkErrorCode.UNALIGNED_LENGTH,
@@ -205,6 +202,7 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
       }
       if (!isRead && limits.readOnly) {
         return reject(
+          statusOffset,
           type,
           VirtioBlkStatus.IOERR,
           BlkErrorCode.READ_ONLY,
@@ -214,6 +212,7 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
       const sectors = length >>> VIRTIO_BLK_SECTOR_SHIFT;
       if (!(sector + sectors <= limits.capacity)) {
         return reject(
+          statusOffset,
           type,
           VirtioBlkStatus.IOERR,
           BlkErrorCode.OUT_OF_RANGE,
@@ -225,6 +224,7 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
     case VirtioBlkType.FLUSH:
       if (!limits.flush)
         return reject(
+          statusOffset,
           type,
           VirtioBlkStatus.UNSUPP,
           BlkErrorCode.UNSUPPORTED,
@@ -232,6 +232,7 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
         );
       if (outData !== 0 || inData !== 0) {
         return reject(
+          statusOffset,
           type,
           VirtioBlkStatus.IOERR,
           BlkErrorCode.DATA_DIRECTION,
@@ -242,6 +243,7 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
     case VirtioBlkType.GET_ID:
       if (!limits.getId)
         return reject(
+          statusOffset,
           type,
           VirtioBlkStatus.UNSUPP,
           BlkErrorCode.UNSUPPORTED,
@@ -249,6 +251,7 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
         );
       if (outData !== 0) {
         return reject(
+          statusOffset,
           type,
           VirtioBlkStatus.IOERR,
           BlkErrorCode.DATA_DIRECTION,
@@ -258,15 +261,26 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
       return { ok: true, type, sector: 0, dataLength: inData, segments: NO_SEGMENTS, statusOffset };
     case VirtioBlkType.DISCARD:
     case VirtioBlkType.WRITE_ZEROES:
-      return parseSegments(chain, limits, type, outData, inData, statusOffset, reject);
+      return parseSegments(chain, limits, type, outData, inData, statusOffset);
     default:
       return reject(
+        statusOffset,
         type,
         VirtioBlkStatus.UNSUPP,
         BlkErrorCode.UNSUPPORTED,
         `request type ${type} is not supported`,
       );
   }
+}
+
+function reject(
+  statusOffset: number,
+  type: number,
+  status: VirtioBlkStatus,
+  code: BlkErrorCode,
+  message: string,
+): BlkRejected {
+  return { ok: false, fatal: false, type, status, code, message, statusOffset };
 }
 
 function parseSegments(
@@ -276,17 +290,12 @@ function parseSegments(
   outData: number,
   inData: number,
   statusOffset: number,
-  reject: (
-    type: number,
-    status: VirtioBlkStatus,
-    code: BlkErrorCode,
-    message: string,
-  ) => BlkRejected,
 ): BlkParseResult {
   const discard = type === VirtioBlkType.DISCARD;
   const name = discard ? "DISCARD" : "WRITE_ZEROES";
   if (!(discard ? limits.discard : limits.writeZeroes)) {
     return reject(
+      statusOffset,
       type,
       VirtioBlkStatus.UNSUPP,
       BlkErrorCode.UNSUPPORTED,
@@ -295,6 +304,7 @@ function parseSegments(
   }
   if (inData !== 0 || outData === 0 || outData % VIRTIO_BLK_SEGMENT_SIZE !== 0) {
     return reject(
+      statusOffset,
       type,
       VirtioBlkStatus.IOERR,
       BlkErrorCode.BAD_SEGMENT_LAYOUT,
@@ -303,6 +313,7 @@ function parseSegments(
   }
   if (limits.readOnly)
     return reject(
+      statusOffset,
       type,
       VirtioBlkStatus.IOERR,
       BlkErrorCode.READ_ONLY,
@@ -313,6 +324,7 @@ function parseSegments(
   const maxSectors = discard ? limits.maxDiscardSectors : limits.maxWriteZeroesSectors;
   if (count > maxSeg) {
     return reject(
+      statusOffset,
       type,
       VirtioBlkStatus.IOERR,
       BlkErrorCode.TOO_MANY_SEGMENTS,
@@ -331,6 +343,7 @@ function parseSegments(
     const allowed = discard ? 0 : VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP;
     if ((flags & ~allowed) !== 0) {
       return reject(
+        statusOffset,
         type,
         VirtioBlkStatus.UNSUPP,
         BlkErrorCode.BAD_SEGMENT_FLAGS,
@@ -339,6 +352,7 @@ function parseSegments(
     }
     if (sectors > maxSectors) {
       return reject(
+        statusOffset,
         type,
         VirtioBlkStatus.IOERR,
         BlkErrorCode.SEGMENT_TOO_LARGE,
@@ -347,6 +361,7 @@ function parseSegments(
     }
     if (!(sector + sectors <= limits.capacity)) {
       return reject(
+        statusOffset,
         type,
         VirtioBlkStatus.IOERR,
         BlkErrorCode.OUT_OF_RANGE,

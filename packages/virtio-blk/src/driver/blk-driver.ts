@@ -48,6 +48,12 @@ import {
   VirtioBlkType,
 } from "../spec.js";
 
+function statusName(status: number): string {
+  if (status === VirtioBlkStatus.UNSUPP) return "UNSUPP";
+  if (status === VirtioBlkStatus.IOERR) return "IOERR";
+  return status < 0 ? "not posted (queue broken)" : `status ${status}`;
+}
+
 /** A request that completed with a status other than OK. */
 export class BlkRequestError extends Error {
   /**
@@ -63,6 +69,12 @@ export class BlkRequestError extends Error {
     this.name = "BlkRequestError";
   }
 }
+
+/**
+ * Called when a request completes: `status` is the device's status byte (§5.2.6; 0 = OK),
+ * or -1 when the driver could not post the request; `bytes` is the data the device wrote.
+ */
+export type BlkCallback = (status: number, bytes: number) => void;
 
 /** A discard / write-zeroes range, in 512-byte sectors. */
 export interface BlkRange {
@@ -115,8 +127,7 @@ interface Token {
   /** Bounce buffer to free, or -1. */
   bounce: number;
   dataLength: number;
-  resolve: (bytes: number) => void;
-  reject: (error: Error) => void;
+  done: BlkCallback;
 }
 
 interface Waiting {
@@ -154,6 +165,8 @@ export class VirtioBlkDriver {
   readonly stats = { submitted: 0, completed: 0, interrupts: 0, kicks: 0, backlogged: 0 };
 
   private readonly slots: number; // guest address of the header/status slots
+  private readonly slotView: DataView;
+  private readonly dirty: Uint8Array;
   private readonly freeSlots: number[] = [];
   private readonly waiting: Waiting[] = [];
   private nextQueue = 0;
@@ -172,6 +185,10 @@ export class VirtioBlkDriver {
     this.features = features;
     this.info = info;
     this.slots = slots;
+    const area = memory.slice(slots, slotCount * SLOT_BYTES);
+    if (!(area instanceof Uint8Array)) throw new Error(area.message);
+    this.slotView = new DataView(area.buffer, area.byteOffset, area.byteLength);
+    this.dirty = new Uint8Array(queues.length);
     for (let i = slotCount - 1; i >= 0; i--) this.freeSlots.push(i);
   }
 
@@ -345,7 +362,7 @@ export class VirtioBlkDriver {
     return addr;
   }
 
-  /** Posts one request on the next queue (round robin); resolves with the data bytes the device wrote. */
+  /** Posts one request and kicks; resolves with the data bytes the device wrote, rejects on a bad status. */
   private submit(
     type: number,
     sector: number,
@@ -355,29 +372,67 @@ export class VirtioBlkDriver {
     bounce: number,
   ): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      const queue = this.nextQueue;
-      this.nextQueue = (this.nextQueue + 1) % this.queues.length;
-      let dataLength = 0;
-      for (const b of type === VirtioBlkType.OUT ? out : inBufs) dataLength += b.len;
-      const token: Token = {
-        type,
-        sector,
-        slot: -1,
-        queue,
-        dst,
-        bounce,
-        dataLength,
-        resolve,
-        reject,
-      };
-      this.stats.submitted++;
-      this.post({ queue, out, inBufs, token });
-      this.kick(queue);
+      this.post(type, sector, out, inBufs, dst, bounce, (status, bytes) => {
+        if (status === VirtioBlkStatus.OK) resolve(bytes);
+        else
+          reject(
+            new BlkRequestError(type, status, `request type ${type} failed: ${statusName(status)}`),
+          );
+      });
+      this.commit();
     });
   }
 
+  /**
+   * The low-level path (what a block layer's queue_rq does): puts a request on the next
+   * request queue (round robin) without notifying the device, so a batch costs one
+   * notification; call {@link commit} after the batch. Buffers are in guest memory.
+   *
+   * @param type - the request type (§5.2.6)
+   * @param sector - first sector (IN/OUT)
+   * @param out - device-readable data after the header (OUT data, discard segments)
+   * @param inBufs - device-writable data before the status byte (IN data, GET_ID)
+   * @param done - called once with the status and the data bytes written
+   */
+  enqueue(
+    type: number,
+    sector: number,
+    out: GuestBuffer[],
+    inBufs: GuestBuffer[],
+    done: BlkCallback,
+  ): void {
+    this.post(type, sector, out, inBufs, null, -1, done);
+  }
+
+  /** Notifies every queue that got requests since the last commit (if the device wants it). */
+  commit(): void {
+    for (let i = 0; i < this.queues.length; i++) {
+      if (this.dirty[i] === 0) continue;
+      this.dirty[i] = 0;
+      if (this.queues[i]!.kick()) this.stats.kicks++;
+    }
+  }
+
+  private post(
+    type: number,
+    sector: number,
+    out: GuestBuffer[],
+    inBufs: GuestBuffer[],
+    dst: Uint8Array | null,
+    bounce: number,
+    done: BlkCallback,
+  ): void {
+    const queue = this.nextQueue;
+    this.nextQueue = (this.nextQueue + 1) % this.queues.length;
+    let dataLength = 0;
+    for (const b of type === VirtioBlkType.OUT ? out : inBufs) dataLength += b.len;
+    const token: Token = { type, sector, slot: -1, queue, dst, bounce, dataLength, done };
+    this.stats.submitted++;
+    this.place({ queue, out, inBufs, token });
+  }
+
   /** Puts a request on its ring, or in the backlog when the ring (or the slots) are full. */
-  private post(w: Waiting): boolean {
+  private place(w: Waiting): boolean {
     const q = this.queues[w.queue]!;
     const slot = this.freeSlots.pop();
     if (slot === undefined) {
@@ -387,11 +442,13 @@ export class VirtioBlkDriver {
     }
     const t = w.token;
     const hdr = this.slots + slot * SLOT_BYTES;
-    this.memory.writeU32(hdr, t.type);
-    this.memory.writeU32(hdr + 4, 0);
-    this.memory.writeU32(hdr + 8, t.sector >>> 0);
-    this.memory.writeU32(hdr + 12, Math.floor(t.sector / 0x1_0000_0000));
-    this.memory.writeU8(hdr + VIRTIO_BLK_HEADER_SIZE, 0xff); // status: not yet written
+    const v = this.slotView;
+    const at = slot * SLOT_BYTES;
+    v.setUint32(at, t.type, true);
+    v.setUint32(at + 4, 0, true);
+    v.setUint32(at + 8, t.sector >>> 0, true);
+    v.setUint32(at + 12, Math.floor(t.sector / 0x1_0000_0000), true);
+    v.setUint8(at + VIRTIO_BLK_HEADER_SIZE, 0xff); // status: not yet written
     t.slot = slot;
     const head = q.add(
       [{ addr: hdr, len: VIRTIO_BLK_HEADER_SIZE }, ...w.out],
@@ -407,14 +464,11 @@ export class VirtioBlkDriver {
         return false;
       }
       this.finishToken(t);
-      t.reject(new BlkRequestError(t.type, -1, head.message));
+      t.done(-1, 0);
       return false;
     }
+    this.dirty[w.queue] = 1;
     return true;
-  }
-
-  private kick(queue: number): void {
-    if (this.queues[queue]!.kick()) this.stats.kicks++;
   }
 
   /**
@@ -445,22 +499,19 @@ export class VirtioBlkDriver {
   }
 
   private refill(): void {
-    if (this.waiting.length === 0) return;
-    const kicked = new Set<number>();
     while (this.waiting.length > 0) {
       const w = this.waiting.shift()!;
-      if (!this.post(w)) {
+      if (!this.place(w)) {
         // Still no room: it went back to the end of the backlog; keep the order by stopping.
         this.waiting.unshift(this.waiting.pop()!);
         break;
       }
-      kicked.add(w.queue);
     }
-    for (const q of kicked) this.kick(q);
+    this.commit();
   }
 
   private complete(t: Token, len: number): void {
-    const status = this.memory.readU8(this.slots + t.slot * SLOT_BYTES + VIRTIO_BLK_HEADER_SIZE);
+    const status = this.slotView.getUint8(t.slot * SLOT_BYTES + VIRTIO_BLK_HEADER_SIZE);
     let bytes = Math.max(0, len - 1);
     if (status === VirtioBlkStatus.OK && t.dst !== null && t.bounce >= 0) {
       bytes = Math.min(bytes, t.dst.length);
@@ -468,22 +519,7 @@ export class VirtioBlkDriver {
     }
     this.finishToken(t);
     this.stats.completed++;
-    if (status === VirtioBlkStatus.OK) t.resolve(bytes);
-    else {
-      const name =
-        status === VirtioBlkStatus.UNSUPP
-          ? "UNSUPP"
-          : status === VirtioBlkStatus.IOERR
-            ? "IOERR"
-            : `status ${String(status)}`;
-      t.reject(
-        new BlkRequestError(
-          t.type,
-          typeof status === "number" ? status : -1,
-          `request type ${t.type} failed: ${name}`,
-        ),
-      );
-    }
+    t.done(status, bytes);
   }
 
   private finishToken(t: Token): void {

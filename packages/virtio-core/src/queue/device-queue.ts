@@ -396,7 +396,7 @@ export class DeviceQueue {
             `descriptor ${idx} is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated`,
           );
         }
-        if (false) {
+        if (inIndirect) {
           return this.reject(
             VirtioErrorCode.NESTED_INDIRECT,
             `indirect table entry ${idx} is itself INDIRECT (§2.7.5.3.1)`,

@@ -188,7 +188,9 @@ export class MockSplitQueue {
     this.size = size;
     const computed = MockSplitQueue.layout(size, options.base ?? 0);
     this.descAddr = options.desc ?? computed.desc;
-    this.availAddr = options.avail ?? (options.desc === undefined ? computed.avail : this.descAddr + descTableBytes(size));
+    this.availAddr =
+      options.avail ??
+      (options.desc === undefined ? computed.avail : this.descAddr + descTableBytes(size));
     this.usedAddr =
       options.used ??
       (options.desc === undefined && options.avail === undefined
@@ -328,8 +330,15 @@ export class MockSplitQueue {
     const len = memory.readU32(at + 8);
     const flags = memory.readU16(at + 12);
     const next = memory.readU16(at + 14);
-    if (typeof addr !== "bigint" || typeof len !== "number" || typeof flags !== "number" || typeof next !== "number") {
-      throw new RangeError(`MockSplitQueue: descriptor at 0x${at.toString(16)} is outside guest memory`);
+    if (
+      typeof addr !== "bigint" ||
+      typeof len !== "number" ||
+      typeof flags !== "number" ||
+      typeof next !== "number"
+    ) {
+      throw new RangeError(
+        `MockSplitQueue: descriptor at 0x${at.toString(16)} is outside guest memory`,
+      );
     }
     return { addr, len, flags, next };
   }
@@ -344,12 +353,15 @@ export class MockSplitQueue {
    * @throws RangeError when there are no buffers or not enough free descriptors
    */
   addChain(buffers: readonly ChainBuffer[], options: AddChainOptions = {}): number {
-    if (buffers.length === 0) throw new RangeError("MockSplitQueue.addChain: a chain needs at least one buffer");
+    if (buffers.length === 0)
+      throw new RangeError("MockSplitQueue.addChain: a chain needs at least one buffer");
     const indirect = options.indirectTable;
     const needed = indirect === undefined ? buffers.length : 1;
     const descs = options.descriptors ?? this.allocate(needed);
     if (descs.length !== needed) {
-      throw new RangeError(`MockSplitQueue.addChain: ${needed} descriptor indices needed, ${descs.length} given`);
+      throw new RangeError(
+        `MockSplitQueue.addChain: ${needed} descriptor indices needed, ${descs.length} given`,
+      );
     }
     if (options.descriptors !== undefined) {
       for (const d of descs) {
@@ -372,11 +384,18 @@ export class MockSplitQueue {
       const table = buffers.map((b, i) => ({
         addr: b.addr,
         len: b.len,
-        flags: (b.writable ? VIRTQ_DESC_F_WRITE : 0) | (i === buffers.length - 1 ? 0 : VIRTQ_DESC_F_NEXT),
+        flags:
+          (b.writable ? VIRTQ_DESC_F_WRITE : 0) |
+          (i === buffers.length - 1 ? 0 : VIRTQ_DESC_F_NEXT),
         next: i === buffers.length - 1 ? 0 : i + 1,
       }));
       const bytes = this.writeIndirectTable(indirect, table);
-      this.writeDescriptor(descs[0]!, { addr: indirect, len: bytes, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+      this.writeDescriptor(descs[0]!, {
+        addr: indirect,
+        len: bytes,
+        flags: VIRTQ_DESC_F_INDIRECT,
+        next: 0,
+      });
     }
     const head = descs[0]!;
     this.chainDescs.set(head, descs);
@@ -391,7 +410,9 @@ export class MockSplitQueue {
 
   private allocate(n: number): number[] {
     if (this.free.length < n) {
-      throw new RangeError(`MockSplitQueue.addChain: ${n} descriptors needed, ${this.free.length} free`);
+      throw new RangeError(
+        `MockSplitQueue.addChain: ${n} descriptors needed, ${this.free.length} free`,
+      );
     }
     return this.free.splice(0, n);
   }

@@ -1,0 +1,6 @@
+/**
+ * `@pvkit/virtio-net`.
+ *
+ * @packageDocumentation
+ */
+export {};
