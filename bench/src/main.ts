@@ -2,12 +2,13 @@
  * The benchmark runner: `pnpm bench [suite…] [options]`.
  *
  * Runs the registered suites (all by default, or those named on the command line),
- * prints their tables, and writes `latest.json` and `latest.md` to `bench/results/`.
+ * prints their tables, and writes `latest.json` and `latest.md` (this run) and
+ * `<suite>.json` / `<suite>.md` (each suite's last run) to `bench/results/`.
  *
  * Options:
  * - `--list`: print the suites and exit
  * - `--quick`: short sampling (a smoke run; numbers are rough)
- * - `--max-time <s>`: benchmark.js `maxTime` per benchmark (default 3, quick 0.3)
+ * - `--max-time <s>`: benchmark.js sampling time per benchmark, split over a suite's rounds (default 2, quick 0.3)
  * - `--min-samples <n>`: benchmark.js `minSamples` (default 10, quick 5)
  * - `--out <dir>`: where to write the report (default `bench/results`)
  * - `--dry-run`: write no files
@@ -65,7 +66,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const picked =
     positionals.length === 0 ? suites : suites.filter((s) => positionals.includes(s.name));
   const quick = values.quick;
-  const maxTime = Number(values["max-time"] ?? (quick ? 0.3 : 3));
+  const maxTime = Number(values["max-time"] ?? (quick ? 0.3 : 2));
   const minSamples = Number(values["min-samples"] ?? (quick ? 5 : 10));
   if (!(maxTime > 0) || !(Number.isInteger(minSamples) && minSamples > 0)) {
     console.error(
@@ -97,21 +98,32 @@ async function main(argv: readonly string[]): Promise<number> {
     console.log(`(${suite.name} took ${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
   }
 
-  const checks = results.flatMap((r) => r.checks);
-  const report: Report = {
-    schema: 1,
-    date,
-    environment,
-    options: { maxTimeSeconds: maxTime, minSamples, quick },
-    summary: { checks: checks.length, passed: checks.filter((c) => c.pass).length },
-    suites: results,
+  const makeReport = (suiteResults: readonly SuiteResult[]): Report => {
+    const checks = suiteResults.flatMap((r) => r.checks);
+    return {
+      schema: 1,
+      date,
+      environment,
+      options: { maxTimeSeconds: maxTime, minSamples, quick },
+      summary: { checks: checks.length, passed: checks.filter((c) => c.pass).length },
+      suites: suiteResults,
+    };
   };
+  const report = makeReport(results);
   console.log(`checks: ${report.summary.passed} of ${report.summary.checks} passed`);
   if (!values["dry-run"]) {
     mkdirSync(outDir, { recursive: true });
+    // latest.* = this run; <suite>.* = that suite's last run (kept when other suites run alone).
     writeFileSync(path.join(outDir, "latest.json"), jsonReport(report));
     writeFileSync(path.join(outDir, "latest.md"), markdownReport(report));
-    console.log(`wrote ${path.join(outDir, "latest.json")} and latest.md`);
+    for (const r of results) {
+      const one = makeReport([r]);
+      writeFileSync(path.join(outDir, `${r.name}.json`), jsonReport(one));
+      writeFileSync(path.join(outDir, `${r.name}.md`), markdownReport(one));
+    }
+    console.log(
+      `wrote ${path.join(outDir, "latest.json")}, latest.md and ${results.map((r) => `${r.name}.{json,md}`).join(", ")}`,
+    );
   }
   return values.strict && report.summary.passed < report.summary.checks ? 1 : 0;
 }

@@ -24,6 +24,8 @@ export interface Environment {
   readonly cpus: number;
   /** Total RAM in GiB. */
   readonly memoryGiB: number;
+  /** 1-minute load average when the run started (a busy machine makes every number slower and noisier). */
+  readonly loadAverage: number;
   /** The checkout's commit (`git describe --always --dirty`), or `"unknown"`. */
   readonly commit: string;
 }
@@ -68,6 +70,7 @@ export function describeEnvironment(cwd: string): Environment {
     cpu: cpus[0]?.model.trim() ?? "unknown",
     cpus: cpus.length,
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    loadAverage: Math.round((os.loadavg()[0] ?? 0) * 100) / 100,
     commit,
   };
 }
@@ -128,6 +131,7 @@ export function markdownReport(report: Report): string {
     `| os | ${env.os} |`,
     `| cpu | ${cell(env.cpu)} × ${env.cpus} |`,
     `| memory | ${env.memoryGiB} GiB |`,
+    `| load average at start | ${env.loadAverage} (on ${env.cpus} CPUs) |`,
     `| options | maxTime ${report.options.maxTimeSeconds} s, minSamples ${report.options.minSamples}${report.options.quick ? ", quick" : ""} |`,
     `| checks | ${report.summary.passed} of ${report.summary.checks} passed |`,
   ];

@@ -43,6 +43,7 @@ function report(): Report {
       cpu: "CPU | model",
       cpus: 2,
       memoryGiB: 24,
+      loadAverage: 0.5,
       commit: "abc",
     },
     options: { maxTimeSeconds: 3, minSamples: 10, quick: false },
@@ -78,6 +79,7 @@ describe("report formatting", () => {
     const md = markdownReport(report());
     expect(md).toContain("| cpu | CPU \\| model × 2 |");
     expect(md).toContain("| checks | 1 of 2 passed |");
+    expect(md).toContain("| load average at start | 0.5 (on 2 CPUs) |");
     expect(md).toContain("## s: A suite");
     expect(md).toContain("| too slow | 4 × | 3 × | **FAIL** |");
     expect(md).toContain("- a note");
@@ -95,6 +97,7 @@ describe("report formatting", () => {
     const env = describeEnvironment(process.cwd());
     expect(env.node).toBe(process.version);
     expect(env.cpus).toBeGreaterThan(0);
+    expect(env.loadAverage).toBeGreaterThanOrEqual(0);
     expect(env.cpu.length).toBeGreaterThan(0);
     expect(env.commit.length).toBeGreaterThan(0);
   });

@@ -1,4 +1,4 @@
 import { defineConfig } from "tsup";
 import { pvkitTsup } from "../../tsup.base";
 
-export default defineConfig(pvkitTsup({ index: "src/index.ts" }));
+export default defineConfig(pvkitTsup({ index: "src/index.ts", node: "src/node.ts" }));

@@ -5,8 +5,17 @@
  */
 
 import type { Suite } from "../suite.js";
+import { hypercallMmuSuite } from "./hypercall-mmu.js";
 import { splitQueueSuite } from "./split-queue.js";
+import { timersSuite } from "./timers.js";
 import { virtioBlkSuite } from "./virtio-blk.js";
+import { virtioNetSuite } from "./virtio-net.js";
 
 /** Every suite the runner knows, by run order. */
-export const suites: readonly Suite[] = [splitQueueSuite, virtioBlkSuite];
+export const suites: readonly Suite[] = [
+  splitQueueSuite,
+  virtioBlkSuite,
+  virtioNetSuite,
+  hypercallMmuSuite,
+  timersSuite,
+];

@@ -101,24 +101,43 @@ export const MmuUpdateLayout = { size: 16, ptr: 0, val: 8 } as const;
 
 /** `mmuext_op` commands (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_PIN_L1_TABLE = 0;
+/** `MMUEXT_PIN_L2_TABLE`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_PIN_L2_TABLE = 1;
+/** `MMUEXT_PIN_L3_TABLE`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_PIN_L3_TABLE = 2;
+/** `MMUEXT_PIN_L4_TABLE`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_PIN_L4_TABLE = 3;
+/** `MMUEXT_UNPIN_TABLE`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_UNPIN_TABLE = 4;
+/** `MMUEXT_NEW_BASEPTR`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_NEW_BASEPTR = 5;
+/** `MMUEXT_TLB_FLUSH_LOCAL`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_TLB_FLUSH_LOCAL = 6;
+/** `MMUEXT_INVLPG_LOCAL`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_INVLPG_LOCAL = 7;
+/** `MMUEXT_TLB_FLUSH_MULTI`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_TLB_FLUSH_MULTI = 8;
+/** `MMUEXT_INVLPG_MULTI`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_INVLPG_MULTI = 9;
+/** `MMUEXT_TLB_FLUSH_ALL`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_TLB_FLUSH_ALL = 10;
+/** `MMUEXT_INVLPG_ALL`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_INVLPG_ALL = 11;
+/** `MMUEXT_FLUSH_CACHE`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_FLUSH_CACHE = 12;
+/** `MMUEXT_SET_LDT`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_SET_LDT = 13;
+/** `MMUEXT_NEW_USER_BASEPTR`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_NEW_USER_BASEPTR = 15;
+/** `MMUEXT_CLEAR_PAGE`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_CLEAR_PAGE = 16;
+/** `MMUEXT_COPY_PAGE`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_COPY_PAGE = 17;
+/** `MMUEXT_FLUSH_CACHE_GLOBAL`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_FLUSH_CACHE_GLOBAL = 18;
+/** `MMUEXT_MARK_SUPER`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_MARK_SUPER = 19;
+/** `MMUEXT_UNMARK_SUPER`: mmuext_op command (xen.h `MMUEXT_*`; reference §2.2). */
 export const MMUEXT_UNMARK_SUPER = 20;
 
 /**
@@ -129,11 +148,17 @@ export const MmuextOpLayout = { size: 24, cmd: 0, arg1: 8, arg2: 16 } as const;
 
 /** `update_va_mapping` flags (xen.h `UVMF_*`; reference §2.3). */
 export const UVMF_NONE = 0;
+/** `UVMF_TLB_FLUSH`: `update_va_mapping` flag (xen.h `UVMF_*`; reference §2.3). */
 export const UVMF_TLB_FLUSH = 1;
+/** `UVMF_INVLPG`: `update_va_mapping` flag (xen.h `UVMF_*`; reference §2.3). */
 export const UVMF_INVLPG = 2;
+/** `UVMF_FLUSHTYPE_MASK`: `update_va_mapping` flag (xen.h `UVMF_*`; reference §2.3). */
 export const UVMF_FLUSHTYPE_MASK = 3;
+/** `UVMF_MULTI`: `update_va_mapping` flag (xen.h `UVMF_*`; reference §2.3). */
 export const UVMF_MULTI = 0;
+/** `UVMF_LOCAL`: `update_va_mapping` flag (xen.h `UVMF_*`; reference §2.3). */
 export const UVMF_LOCAL = 0;
+/** `UVMF_ALL`: `update_va_mapping` flag (xen.h `UVMF_*`; reference §2.3). */
 export const UVMF_ALL = 1 << 2;
 
 /**
@@ -141,16 +166,23 @@ export const UVMF_ALL = 1 << 2;
  * xen/arch/x86/include/asm/x86_64/page.h; reference §2.4).
  */
 export const PTE_P = 0x001;
+/** `PTE_RW`: Page-table entry bit (x86 SDM; Xen `_PAGE_*`). */
 export const PTE_RW = 0x002;
+/** `PTE_US`: Page-table entry bit (x86 SDM; Xen `_PAGE_*`). */
 export const PTE_US = 0x004;
+/** `PTE_PWT`: Page-table entry bit (x86 SDM; Xen `_PAGE_*`). */
 export const PTE_PWT = 0x008;
+/** `PTE_PCD`: Page-table entry bit (x86 SDM; Xen `_PAGE_*`). */
 export const PTE_PCD = 0x010;
+/** `PTE_A`: Page-table entry bit (x86 SDM; Xen `_PAGE_*`). */
 export const PTE_A = 0x020;
+/** `PTE_D`: Page-table entry bit (x86 SDM; Xen `_PAGE_*`). */
 export const PTE_D = 0x040;
 /** PS at L2/L3 (superpage); PAT at L1. */
 export const PTE_PS = 0x080;
 /** PAT bit of an L1 entry (same bit as {@link PTE_PS}). */
 export const PTE_PAT = 0x080;
+/** `PTE_G`: Page-table entry bit (x86 SDM; Xen `_PAGE_*`). */
 export const PTE_G = 0x100;
 /** Software-available bits 9..11. */
 export const PTE_AVAIL = 0xe00;
@@ -183,12 +215,19 @@ export const FASTPATH_WHITELIST_HI = PTE_HI_NX | PTE_HI_AVAIL;
 
 /** Page types (`PGT_*` in xen/arch/x86/include/asm/mm.h; reference §2.4). */
 export const PGT_none = 0;
+/** `PGT_l1_page_table`: Page type (`PGT_*`, xen/arch/x86/include/asm/mm.h). */
 export const PGT_l1_page_table = 1;
+/** `PGT_l2_page_table`: Page type (`PGT_*`, xen/arch/x86/include/asm/mm.h). */
 export const PGT_l2_page_table = 2;
+/** `PGT_l3_page_table`: Page type (`PGT_*`, xen/arch/x86/include/asm/mm.h). */
 export const PGT_l3_page_table = 3;
+/** `PGT_l4_page_table`: Page type (`PGT_*`, xen/arch/x86/include/asm/mm.h). */
 export const PGT_l4_page_table = 4;
+/** `PGT_seg_desc_page`: Page type (`PGT_*`, xen/arch/x86/include/asm/mm.h). */
 export const PGT_seg_desc_page = 5;
+/** `PGT_shared_page`: Page type (`PGT_*`, xen/arch/x86/include/asm/mm.h). */
 export const PGT_shared_page = 6;
+/** `PGT_writable_page`: Page type (`PGT_*`, xen/arch/x86/include/asm/mm.h). */
 export const PGT_writable_page = 7;
 
 /** First and last L4 slot reserved for Xen in a 64-bit PV L4 (`ROOT_PAGETABLE_*_XEN_SLOT`). */
@@ -200,14 +239,23 @@ export const LINEAR_PT_XEN_SLOT = 258;
 
 /** `vcpu_op` commands (xen/include/public/vcpu.h; reference §4.1). */
 export const VCPUOP_initialise = 0;
+/** `VCPUOP_up`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_up = 1;
+/** `VCPUOP_down`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_down = 2;
+/** `VCPUOP_is_up`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_is_up = 3;
+/** `VCPUOP_get_runstate_info`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_get_runstate_info = 4;
+/** `VCPUOP_register_runstate_memory_area`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_register_runstate_memory_area = 5;
+/** `VCPUOP_set_periodic_timer`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_set_periodic_timer = 6;
+/** `VCPUOP_stop_periodic_timer`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_stop_periodic_timer = 7;
+/** `VCPUOP_set_singleshot_timer`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_set_singleshot_timer = 8;
+/** `VCPUOP_stop_singleshot_timer`: `vcpu_op` command (xen/include/public/vcpu.h). */
 export const VCPUOP_stop_singleshot_timer = 9;
 /** Flag of `vcpu_set_singleshot_timer`: ignored since commit 19c6cbd909 (2023). */
 export const VCPU_SSHOTTMR_future = 1;
@@ -224,32 +272,49 @@ export const SET_TIMER_OP_FALLBACK_NS = 100_000_000;
 
 /** `sched_op` commands (xen/include/public/sched.h). */
 export const SCHEDOP_yield = 0;
+/** `SCHEDOP_block`: `sched_op` command (xen/include/public/sched.h). */
 export const SCHEDOP_block = 1;
+/** `SCHEDOP_shutdown`: `sched_op` command (xen/include/public/sched.h). */
 export const SCHEDOP_shutdown = 2;
+/** `SCHEDOP_poll`: `sched_op` command (xen/include/public/sched.h). */
 export const SCHEDOP_poll = 3;
 /** `struct sched_shutdown { unsigned int reason; }`. */
 export const SHUTDOWN_poweroff = 0;
+/** `SHUTDOWN_reboot`: `SCHEDOP_shutdown` reason (xen/include/public/sched.h). */
 export const SHUTDOWN_reboot = 1;
+/** `SHUTDOWN_suspend`: `SCHEDOP_shutdown` reason (xen/include/public/sched.h). */
 export const SHUTDOWN_suspend = 2;
+/** `SHUTDOWN_crash`: `SCHEDOP_shutdown` reason (xen/include/public/sched.h). */
 export const SHUTDOWN_crash = 3;
+/** `SHUTDOWN_watchdog`: `SCHEDOP_shutdown` reason (xen/include/public/sched.h). */
 export const SHUTDOWN_watchdog = 4;
 
 /** `console_io` commands (xen.h `CONSOLEIO_*`). */
 export const CONSOLEIO_write = 0;
+/** `CONSOLEIO_read`: `console_io` command (xen.h). */
 export const CONSOLEIO_read = 1;
 
 /** `xen_version` commands (xen/include/public/version.h). */
 export const XENVER_version = 0;
+/** `XENVER_extraversion`: `xen_version` command (xen/include/public/version.h). */
 export const XENVER_extraversion = 1;
+/** `XENVER_compile_info`: `xen_version` command (xen/include/public/version.h). */
 export const XENVER_compile_info = 2;
+/** `XENVER_capabilities`: `xen_version` command (xen/include/public/version.h). */
 export const XENVER_capabilities = 3;
+/** `XENVER_changeset`: `xen_version` command (xen/include/public/version.h). */
 export const XENVER_changeset = 4;
+/** `XENVER_platform_parameters`: `xen_version` command (xen/include/public/version.h). */
 export const XENVER_platform_parameters = 5;
+/** `XENVER_get_features`: `xen_version` command (xen/include/public/version.h). */
 export const XENVER_get_features = 6;
+/** `XENVER_pagesize`: `xen_version` command (xen/include/public/version.h). */
 export const XENVER_pagesize = 7;
 /** `XEN_EXTRAVERSION_LEN`, `XEN_CAPABILITIES_INFO_LEN`, `XEN_CHANGESET_INFO_LEN` (version.h). */
 export const XEN_EXTRAVERSION_LEN = 16;
+/** `XEN_CAPABILITIES_INFO_LEN`: Length / limit from xen/include/public/version.h. */
 export const XEN_CAPABILITIES_INFO_LEN = 1024;
+/** `XEN_CHANGESET_INFO_LEN`: Length / limit from xen/include/public/version.h. */
 export const XEN_CHANGESET_INFO_LEN = 64;
 /** `struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }`. */
 export const XenFeatureInfoLayout = { size: 8, submap_idx: 0, submap: 4 } as const;
@@ -258,15 +323,25 @@ export const XENFEAT_writable_page_tables = 0;
 
 /** Event-channel operations (xen/include/public/event_channel.h `EVTCHNOP_*`; reference §5.2). */
 export const EVTCHNOP_bind_interdomain = 0;
+/** `EVTCHNOP_bind_virq`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_bind_virq = 1;
+/** `EVTCHNOP_bind_pirq`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_bind_pirq = 2;
+/** `EVTCHNOP_close`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_close = 3;
+/** `EVTCHNOP_send`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_send = 4;
+/** `EVTCHNOP_status`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_status = 5;
+/** `EVTCHNOP_alloc_unbound`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_alloc_unbound = 6;
+/** `EVTCHNOP_bind_ipi`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_bind_ipi = 7;
+/** `EVTCHNOP_bind_vcpu`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_bind_vcpu = 8;
+/** `EVTCHNOP_unmask`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_unmask = 9;
+/** `EVTCHNOP_reset`: Event-channel operation (xen/include/public/event_channel.h). */
 export const EVTCHNOP_reset = 10;
 /** `struct evtchn_alloc_unbound { domid_t dom, remote_dom; evtchn_port_t port; }`. */
 export const EvtchnAllocUnboundLayout = { size: 8, dom: 0, remote_dom: 2, port: 4 } as const;
@@ -286,10 +361,15 @@ export const EvtchnPortLayout = { size: 4, port: 0 } as const;
 
 /** Virtual IRQs (xen.h `VIRQ_*`). Per-vCPU: TIMER, DEBUG, XENOPROF, XENPMU. */
 export const VIRQ_TIMER = 0;
+/** `VIRQ_DEBUG`: Virtual IRQ (xen.h `VIRQ_*`). */
 export const VIRQ_DEBUG = 1;
+/** `VIRQ_CONSOLE`: Virtual IRQ (xen.h `VIRQ_*`). */
 export const VIRQ_CONSOLE = 2;
+/** `VIRQ_DOM_EXC`: Virtual IRQ (xen.h `VIRQ_*`). */
 export const VIRQ_DOM_EXC = 3;
+/** `VIRQ_XENOPROF`: Virtual IRQ (xen.h `VIRQ_*`). */
 export const VIRQ_XENOPROF = 7;
+/** `VIRQ_XENPMU`: Virtual IRQ (xen.h `VIRQ_*`). */
 export const VIRQ_XENPMU = 13;
 /** `NR_VIRQS`. */
 export const NR_VIRQS = 24;

@@ -292,9 +292,7 @@ export class HypercallClient {
   pvclock(): PvClockReader {
     const v = this.port.vcpu;
     const hv = this.port.hypervisor;
-    return new PvClockReader(hv.machineWords, v.vcpuInfoMa + VcpuInfoLayout.time, () =>
-      hv.rdtsc(),
-    );
+    return new PvClockReader(hv.machineWords, v.vcpuInfoMa + VcpuInfoLayout.time, () => hv.rdtsc());
   }
 
   // ---------------------------------------------------------------------------------------
@@ -377,7 +375,8 @@ export class HypercallClient {
   isPending(port: number): boolean {
     const b = this.port.hypervisor.machineBytes;
     return (
-      (b[this.sharedInfo + SharedInfoLayout.evtchn_pending + (port >>> 3)]! & (1 << (port & 7))) !== 0
+      (b[this.sharedInfo + SharedInfoLayout.evtchn_pending + (port >>> 3)]! & (1 << (port & 7))) !==
+      0
     );
   }
 
@@ -425,16 +424,20 @@ export class HypercallClient {
   mcQueue(op: number, a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0): number {
     if (this.mcPending >= PAGE_SIZE / MulticallEntryLayout.size) return E2BIG;
     const at = this.mcBase + this.mcPending * MulticallEntryLayout.size;
-    const args = [a0, a1, a2, a3, a4];
     this.phys.writeU64(at + MulticallEntryLayout.op, op, 0);
     this.phys.writeU64(at + MulticallEntryLayout.result, 0, 0);
-    for (let i = 0; i < 5; i++) {
-      const v = args[i]!;
-      const hi = Math.floor(v / 2 ** 32);
-      this.phys.writeU64(at + MulticallEntryLayout.args + i * 8, v - hi * 2 ** 32, hi >>> 0);
-    }
+    this.writeArg(at, 0, a0);
+    this.writeArg(at, 1, a1);
+    this.writeArg(at, 2, a2);
+    this.writeArg(at, 3, a3);
+    this.writeArg(at, 4, a4);
     this.mcPending++;
     return 0;
+  }
+
+  private writeArg(entry: number, i: number, v: number): void {
+    const hi = Math.floor(v / 2 ** 32);
+    this.phys.writeU64(entry + MulticallEntryLayout.args + i * 8, v - hi * 2 ** 32, hi >>> 0);
   }
 
   /** Guest-physical address of multicall entry `i` (to fill its arguments by hand). */

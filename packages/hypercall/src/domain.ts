@@ -71,6 +71,8 @@ export class Vcpu {
   upcalls = 0;
   /** VIRQ_TIMER events sent to this vCPU. */
   timerEvents = 0;
+  /** Memory references made by page walks on TLB misses (4 per walk for 4-level tables). */
+  walkRefs = 0;
   /** The guest's event callback, or null. */
   onUpcall: UpcallHandler | null = null;
   /** True while the upcall handler runs (no re-entry). */
@@ -127,6 +129,7 @@ export class Vcpu {
     }
     const hv = this.domain.hypervisor;
     const rc = walk(hv.machineView, this.cr3, lin, access, hv.identityResolver, this.out);
+    this.walkRefs += this.out.refs;
     if (rc < 0) return rc;
     this.tlb.insert(vpn, this.out.frame, this.out.perms);
     return this.out.frame * PAGE_SIZE + off;

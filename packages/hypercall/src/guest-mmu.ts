@@ -32,7 +32,7 @@ import type { HypercallClient } from "./client.js";
 import type { HapMmu } from "./emulated/hap-mmu.js";
 import type { ShadowMmu } from "./emulated/shadow-mmu.js";
 import { XenErrno } from "./errors.js";
-import { isCanonical, ptIndex, pteHi, pteLo, vaTo48 } from "./paging.js";
+import { isCanonical, pteHi, pteLo, ptIndex, vaTo48 } from "./paging.js";
 
 const ENOMEM = -XenErrno.ENOMEM;
 const EINVAL = -XenErrno.EINVAL;
@@ -49,7 +49,7 @@ export interface GuestMmu {
   readonly mode: MmuMode;
   /** Exits caused so far (hypercalls, trapped writes, intercepted CR3/INVLPG/#PF). */
   readonly exits: number;
-  /** Memory references made by hardware walks (hap and shadow; 0 counted for pv walks). */
+  /** Memory references made by hardware page walks on TLB misses. */
   readonly memRefs: number;
   /** Creates an empty address space. @returns its root pfn or `-errno` */
   createAddressSpace(): number;
@@ -248,7 +248,6 @@ abstract class GuestMmuBase implements GuestMmu {
 /** The PV mode: `mmu_update` batches through a {@link HypercallClient}. */
 export class PvGuestMmu extends GuestMmuBase {
   readonly mode = "pv" as const;
-  readonly memRefs = 0;
   private active = -1;
 
   /**
@@ -264,6 +263,10 @@ export class PvGuestMmu extends GuestMmuBase {
 
   get exits(): number {
     return this.client.port.exits;
+  }
+
+  get memRefs(): number {
+    return this.client.port.vcpu.walkRefs;
   }
 
   protected frameOf(pfn: number): number {

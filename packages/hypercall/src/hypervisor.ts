@@ -65,7 +65,14 @@ import {
   XENVER_version,
   XenFeatureInfoLayout,
 } from "./abi.js";
-import { type Clock, ManualClock, nsToTsc, type PvClockScale, PvClockWriter, pvclockScale } from "./clock.js";
+import {
+  type Clock,
+  ManualClock,
+  nsToTsc,
+  type PvClockScale,
+  PvClockWriter,
+  pvclockScale,
+} from "./clock.js";
 import {
   Domain,
   type DomainConfig,
@@ -74,7 +81,7 @@ import {
   ECS_IPI,
   ECS_UNBOUND,
   ECS_VIRQ,
-  Vcpu,
+  type Vcpu,
 } from "./domain.js";
 import { XenErrno } from "./errors.js";
 import { FRAME_SPECIAL, FRAME_VALIDATED, PageTypeTable } from "./frames.js";
@@ -90,6 +97,12 @@ const ENOENT = -XenErrno.ENOENT;
 const EEXIST = -XenErrno.EEXIST;
 const ENOSPC = -XenErrno.ENOSPC;
 const ERESTART = -XenErrno.ERESTART;
+
+/**
+ * Xen re-publishes `vcpu_time_info` at least this often (time calibration `EPOCH`, 1 s in
+ * xen/arch/x86/time.c), bounding the drift of the 32-bit TSC scale.
+ */
+export const TIME_CALIBRATION_NS = 1_000_000_000;
 
 /** Options of a {@link Hypervisor}. */
 export interface HypervisorOptions {
@@ -183,6 +196,7 @@ export class Hypervisor {
   private readonly freeFrames: number[] = [];
   private readonly scratch = new Uint32Array(2);
   private readonly clockWriters = new Map<Vcpu, PvClockWriter>();
+  private lastTimePublish = 0;
 
   /** @param options - see {@link HypervisorOptions} */
   constructor(options: HypervisorOptions = {}) {
@@ -536,14 +550,24 @@ export class Hypervisor {
       if (result === ERESTART) {
         // A preempted sub-call: its continuation arguments go back into the entry.
         for (let a = 0; a < 5; a++) {
-          this.writeGuestU64(d, at + MulticallEntryLayout.args + a * 8, v.regs[2 * a]!, v.regs[2 * a + 1]!);
+          this.writeGuestU64(
+            d,
+            at + MulticallEntryLayout.args + a * 8,
+            v.regs[2 * a]!,
+            v.regs[2 * a + 1]!,
+          );
         }
         this.setRegNum(v, 0, at);
         this.setRegNum(v, 1, nr - i);
         v.inMulticall = false;
         return ERESTART;
       }
-      this.writeGuestU64(d, at + MulticallEntryLayout.result, result >>> 0, result < 0 ? 0xffff_ffff : 0);
+      this.writeGuestU64(
+        d,
+        at + MulticallEntryLayout.result,
+        result >>> 0,
+        result < 0 ? 0xffff_ffff : 0,
+      );
       if (op === Hypercall.iret || !v.kernelMode) {
         // XSA-213: an iret (or any return to user mode) ends the batch.
         rc = result;
@@ -577,6 +601,7 @@ export class Hypervisor {
   /** Publishes `vcpu_time_info` for every vCPU of a domain (version protocol, reference §4.1). */
   updateTime(d: Domain): void {
     const now = this.clock.nowNs();
+    this.lastTimePublish = now;
     const tsc = nsToTsc(now, this.options.tscKhz);
     for (const v of d.vcpus) {
       this.clockWriters.get(v)?.publish(tsc, now, this.timeScale, XEN_PVCLOCK_TSC_STABLE_BIT);
@@ -672,6 +697,9 @@ export class Hypervisor {
    */
   poll(): number {
     const now = this.clock.nowNs();
+    if (now - this.lastTimePublish >= TIME_CALIBRATION_NS) {
+      for (const d of this.domains) if (d) this.updateTime(d);
+    }
     let fired = 0;
     let bound = 1;
     for (const d of this.domains) if (d) bound += 2 * d.vcpus.length;
@@ -682,7 +710,11 @@ export class Hypervisor {
       for (const d of this.domains) {
         if (d === null) continue;
         for (const v of d.vcpus) {
-          if (v.singleshotDeadline >= 0 && v.singleshotDeadline <= now && v.singleshotDeadline < bestAt) {
+          if (
+            v.singleshotDeadline >= 0 &&
+            v.singleshotDeadline <= now &&
+            v.singleshotDeadline < bestAt
+          ) {
             best = v;
             bestAt = v.singleshotDeadline;
             periodic = false;
@@ -820,7 +852,10 @@ export class Hypervisor {
         const vcpu = this.readGuestU32(d, arg + EvtchnBindVirqLayout.vcpu);
         if (virq >= NR_VIRQS) return this.fail(EINVAL, `VIRQ ${virq} out of range`);
         const perVcpu =
-          virq === VIRQ_TIMER || virq === VIRQ_DEBUG || virq === VIRQ_XENOPROF || virq === VIRQ_XENPMU;
+          virq === VIRQ_TIMER ||
+          virq === VIRQ_DEBUG ||
+          virq === VIRQ_XENOPROF ||
+          virq === VIRQ_XENPMU;
         if (!perVcpu && vcpu !== 0) return this.fail(EINVAL, `global VIRQ ${virq} on vCPU ${vcpu}`);
         const target = d.vcpus[vcpu];
         if (target === undefined) return this.fail(ENOENT, `no vCPU ${vcpu}`);
@@ -850,7 +885,8 @@ export class Hypervisor {
         const word = this.readGuestU32(d, arg);
         const dom = word & 0xffff;
         const remote = word >>> 16;
-        if (dom !== DOMID_SELF && dom !== d.id) return this.fail(EPERM, "alloc_unbound for another domain");
+        if (dom !== DOMID_SELF && dom !== d.id)
+          return this.fail(EPERM, "alloc_unbound for another domain");
         const rd = remote === DOMID_SELF ? d : this.domainById(remote);
         if (rd === null) return this.fail(ESRCH, `remote domain ${remote} does not exist`);
         const port = this.allocPort(d);
@@ -956,9 +992,11 @@ export class Hypervisor {
   private consoleIo(v: Vcpu, cmd: number, count: number, buffer: number): number {
     const d = v.domain;
     if (cmd === CONSOLEIO_write) {
-      if (!this.guestRangeOk(d, buffer, count)) return this.fail(EFAULT, "console buffer is not guest memory");
+      if (!this.guestRangeOk(d, buffer, count))
+        return this.fail(EFAULT, "console buffer is not guest memory");
       let text = "";
-      for (let i = 0; i < count; i++) text += String.fromCharCode(this.machineBytes[d.gpaToMa(buffer + i)]!);
+      for (let i = 0; i < count; i++)
+        text += String.fromCharCode(this.machineBytes[d.gpaToMa(buffer + i)]!);
       d.console = (d.console + text).slice(-this.options.consoleLimit);
       return 0;
     }

@@ -71,7 +71,7 @@ import {
   type PageTypeTable,
 } from "./frames.js";
 import type { Hypervisor } from "./hypervisor.js";
-import { isCanonical, ptIndex, pteFrame, pteHi, pteLo, vaTo48 } from "./paging.js";
+import { isCanonical, pteFrame, pteHi, pteLo, ptIndex, vaTo48 } from "./paging.js";
 
 const EINVAL = -XenErrno.EINVAL;
 const EBUSY = -XenErrno.EBUSY;
@@ -519,7 +519,8 @@ export class PvMm {
       const other = this.hv.domainById(pfd - 1);
       if (other === null) return this.hv.fail(ESRCH, `page-table domain ${pfd - 1} does not exist`);
       if (other !== d) {
-        if (!d.privileged) return this.hv.fail(EPERM, `d${d.id} may not edit d${other.id}'s tables`);
+        if (!d.privileged)
+          return this.hv.fail(EPERM, `d${d.id} may not edit d${other.id}'s tables`);
         // XSA-109: page-table operations only on PV domains.
         if (other.kind !== "pv") return this.hv.fail(EINVAL, `d${other.id} is not a PV domain`);
         this.ptOwner = other;
@@ -641,9 +642,13 @@ export class PvMm {
       }
       case MMU_MACHPHYS_UPDATE: {
         if (ptOwner !== d) return this.hv.fail(EPERM, "MACHPHYS_UPDATE for a foreign pt owner");
-        if (pgOwner.kind !== "pv") return this.hv.fail(EINVAL, "MACHPHYS_UPDATE on a translated guest");
+        if (pgOwner.kind !== "pv")
+          return this.hv.fail(EINVAL, "MACHPHYS_UPDATE on a translated guest");
         if (!f.getPage(mfn, pgOwner.id)) {
-          return this.hv.fail(EINVAL, `MACHPHYS_UPDATE of frame ${mfn} not owned by d${pgOwner.id}`);
+          return this.hv.fail(
+            EINVAL,
+            `MACHPHYS_UPDATE of frame ${mfn} not owned by d${pgOwner.id}`,
+          );
         }
         this.hv.m2p[mfn] = hi * 2 ** 32 + lo;
         f.putPage(mfn);
@@ -862,11 +867,17 @@ export class PvMm {
     ) {
       return hv.fail(EINVAL, `frame ${table} mapping ${va} is not an L1 page table of d${d.id}`);
     }
+    const kind = flags & UVMF_FLUSHTYPE_MASK;
+    const scope = flags - kind;
+    // The vCPU mask is read before anything changes, so a bad pointer leaves the entry alone.
+    let mask = 0;
+    if (kind !== 0 && scope !== 0 && scope !== UVMF_ALL) {
+      mask = hv.readGuestU32(d, scope);
+      if (mask < 0) return hv.fail(EFAULT, "bad vCPU mask for UVMF_MULTI");
+    }
     const rc = this.modL1Entry(table * PAGE_SIZE + ptIndex(lin, 1) * 8, lo, hi, false, d, d);
     if (rc < 0) return rc;
     const vpn = Math.floor(lin / PAGE_SIZE);
-    const kind = flags & UVMF_FLUSHTYPE_MASK;
-    const scope = flags - kind;
     if (kind === 0) return 0;
     const apply = (w: Vcpu) => {
       if (kind === UVMF_TLB_FLUSH) w.tlb.flushAll();
@@ -874,11 +885,7 @@ export class PvMm {
     };
     if (scope === 0) apply(v);
     else if (scope === UVMF_ALL) for (const w of d.vcpus) apply(w);
-    else {
-      const mask = hv.readGuestU32(d, scope);
-      if (mask < 0) return hv.fail(EFAULT, "bad vCPU mask for UVMF_MULTI");
-      for (const w of d.vcpus) if (w.id < 32 && (mask & (1 << w.id)) !== 0) apply(w);
-    }
+    else for (const w of d.vcpus) if (w.id < 32 && (mask & (1 << w.id)) !== 0) apply(w);
     return 0;
   }
 }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   GuestPhys,
   HypercallClient,
@@ -21,7 +22,7 @@ export const LINK_RO = PTE_P | PTE_US | PTE_A;
 
 /** A PV guest wired to a hypervisor. */
 export function setupPv(options: HypervisorOptions = {}, pages = 512) {
-  const hv = new Hypervisor({ machinePages: 4096, ...options });
+  const hv = new Hypervisor({ machinePages: 1024, ...options });
   const dom = hv.createDomain({ pages });
   const v = dom.vcpus[0]!;
   const port = new HypercallPort(hv, v);
@@ -37,7 +38,11 @@ export function setupPv(options: HypervisorOptions = {}, pages = 512) {
     client.queueUpdate(ptr + cmd, pteLo(frame, flags), pteHi(frame));
     return client.flushUpdates();
   };
-  return { hv, dom, v, port, phys, client, allocPfn, mfn, slot, update };
+  /** The guest's hypercall scratch pages (the guest writes them itself before each call). */
+  const scratch = new Set<number>();
+  for (let p = pages - 8; p < pages; p++) scratch.add(mfn(p));
+  const snap = () => snapshot(hv, scratch);
+  return { hv, dom, v, port, phys, client, allocPfn, mfn, slot, update, snap, scratch };
 }
 
 export type PvEnv = ReturnType<typeof setupPv>;
@@ -63,15 +68,21 @@ export function buildSpace(env: PvEnv) {
 }
 
 /** Snapshot of every frame's bookkeeping and all machine memory, to assert "nothing changed". */
-export function snapshot(hv: Hypervisor) {
+export function snapshot(hv: Hypervisor, exclude: ReadonlySet<number> = new Set()) {
   const f = hv.frames;
+  const hash = createHash("sha1");
+  for (let m = 0; m < f.frames; m++) {
+    if (!exclude.has(m)) hash.update(hv.machineBytes.subarray(m * PAGE_SIZE, (m + 1) * PAGE_SIZE));
+  }
   return {
-    count: f.count.slice(),
-    type: f.type.slice(),
-    typeCount: f.typeCount.slice(),
-    flags: f.flags.slice(),
-    linear: f.linear.slice(),
-    memory: hv.machineBytes.slice(),
+    count: Array.from(f.count).join(),
+    // A type (and its validated flag) with a zero type count is free: Xen leaves the stale
+    // value in place and it means nothing, so only live types are compared.
+    type: Array.from(f.type, (t, m) => (f.typeCount[m]! > 0 ? t : 0)).join(),
+    typeCount: Array.from(f.typeCount).join(),
+    flags: Array.from(f.flags, (x, m) => (f.typeCount[m]! > 0 ? x : x & ~1)).join(),
+    linear: Array.from(f.linear).join(),
+    memory: hash.digest("hex"),
     cr3: hv.allDomains.map((d) => d.vcpus.map((v) => v.cr3)),
   };
 }

@@ -2,6 +2,7 @@ import {
   ACCESS_WRITE,
   FAULT_PROTECTION,
   Hypercall,
+  HypercallPort,
   MMU_MACHPHYS_UPDATE,
   MMU_PT_UPDATE_PRESERVE_AD,
   MMUEXT_FLUSH_CACHE,
@@ -28,7 +29,7 @@ import {
   XenErrno,
 } from "@pvkit/hypercall";
 import { describe, expect, test } from "vitest";
-import { buildSpace, LINK, setupPv, snapshot } from "./helpers.js";
+import { buildSpace, LINK, setupPv } from "./helpers.js";
 
 const RW = PTE_P | PTE_RW | PTE_US | PTE_A;
 const RO = PTE_P | PTE_US | PTE_A;
@@ -56,18 +57,18 @@ describe("mmu_update on L1 entries (mod_l1_entry / get_page_from_l1e)", () => {
     const env = setupPv();
     const t = buildSpace(env);
     const other = env.hv.createDomain({ pages: 8 });
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t.l1, 1), other.p2m[0]!, RW)).toBe(-XenErrno.EBUSY);
     expect(env.client.lastDone).toBe(0);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
   });
 
   test("a frame outside RAM (MMIO) without I/O permission: -EPERM, nothing changed", () => {
     const env = setupPv();
     const t = buildSpace(env);
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t.l1, 1), 0xfee00, RW)).toBe(-XenErrno.EPERM);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
   });
 
   test.each([
@@ -78,25 +79,29 @@ describe("mmu_update on L1 entries (mod_l1_entry / get_page_from_l1e)", () => {
     const env = setupPv();
     const t = buildSpace(env);
     const data = env.allocPfn();
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t.l1, 1), env.mfn(data), RW | bit)).toBe(-XenErrno.EINVAL);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
   });
 
   test("GLOBAL, NX and the AVAIL bits are allowed in L1", () => {
     const env = setupPv();
     const t = buildSpace(env);
     const m = env.mfn(env.allocPfn());
-    env.client.queueUpdate(env.slot(t.l1, 2), pteLo(m, RW | PTE_G | 0xe00), pteHi(m, PTE_HI_NX | 0x7ff0_0000));
+    env.client.queueUpdate(
+      env.slot(t.l1, 2),
+      pteLo(m, RW | PTE_G | 0xe00),
+      pteHi(m, PTE_HI_NX | 0x7ff0_0000),
+    );
     expect(env.client.flushUpdates()).toBe(0);
   });
 
   test("a page-table frame mapped RW: -EBUSY; mapped read-only: accepted", () => {
     const env = setupPv();
     const t = buildSpace(env);
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t.l1, 5), env.mfn(t.l2), RW)).toBe(-XenErrno.EBUSY);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
     const ptInfo = env.hv.frames.info(env.mfn(t.l2));
     expect(env.update(env.slot(t.l1, 5), env.mfn(t.l2), RO)).toBe(0);
     expect(env.hv.frames.info(env.mfn(t.l2)).typeCount).toBe(ptInfo.typeCount);
@@ -124,9 +129,9 @@ describe("mmu_update on L1 entries (mod_l1_entry / get_page_from_l1e)", () => {
   test.each([4, 5, 6, 7])("unknown sub-command %i in ptr[2:0]: -ENOSYS", (cmd) => {
     const env = setupPv();
     const t = buildSpace(env);
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t.l1, 1), env.mfn(env.allocPfn()), RW, cmd)).toBe(-XenErrno.ENOSYS);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
   });
 
   test("an unreadable request list: -EFAULT", () => {
@@ -137,9 +142,11 @@ describe("mmu_update on L1 entries (mod_l1_entry / get_page_from_l1e)", () => {
   test("ptr into another domain's frame: -EINVAL", () => {
     const env = setupPv();
     const other = env.hv.createDomain({ pages: 4 });
-    const before = snapshot(env.hv);
-    expect(env.update(other.p2m[1]! * PAGE_SIZE, env.mfn(env.allocPfn()), RW)).toBe(-XenErrno.EINVAL);
-    expect(snapshot(env.hv)).toEqual(before);
+    const before = env.snap();
+    expect(env.update(other.p2m[1]! * PAGE_SIZE, env.mfn(env.allocPfn()), RW)).toBe(
+      -XenErrno.EINVAL,
+    );
+    expect(env.snap()).toEqual(before);
   });
 
   test("an update to an untyped page is a checked plain write", () => {
@@ -209,9 +216,9 @@ describe("L2–L4 entries (mod_lN_entry / get_page_from_lNe)", () => {
     const env = setupPv();
     const t = buildSpace(env);
     const target = env.mfn(env.allocPfn());
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t[key], 9), target, LINK | PTE_PS)).toBe(-XenErrno.EINVAL);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
   });
 
   test.each([
@@ -222,9 +229,9 @@ describe("L2–L4 entries (mod_lN_entry / get_page_from_lNe)", () => {
     const env = setupPv();
     const t = buildSpace(env);
     const l1 = env.allocPfn();
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t.l2, 3), env.mfn(l1), LINK | bit)).toBe(-XenErrno.EINVAL);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
   });
 
   test("linking a new table validates it (type L1, one reference); unlinking devalidates it", () => {
@@ -232,7 +239,11 @@ describe("L2–L4 entries (mod_lN_entry / get_page_from_lNe)", () => {
     const t = buildSpace(env);
     const l1 = env.allocPfn();
     expect(env.update(env.slot(t.l2, 3), env.mfn(l1), LINK)).toBe(0);
-    expect(env.hv.frames.info(env.mfn(l1))).toMatchObject({ type: PGT_l1_page_table, typeCount: 1, validated: true });
+    expect(env.hv.frames.info(env.mfn(l1))).toMatchObject({
+      type: PGT_l1_page_table,
+      typeCount: 1,
+      validated: true,
+    });
     expect(env.update(env.slot(t.l2, 3), 0, 0)).toBe(0);
     expect(env.hv.frames.info(env.mfn(l1))).toMatchObject({ typeCount: 0, validated: false });
   });
@@ -245,9 +256,9 @@ describe("L2–L4 entries (mod_lN_entry / get_page_from_lNe)", () => {
     const good = env.mfn(env.allocPfn());
     env.phys.writeU64(l1 * PAGE_SIZE, pteLo(good, RW), pteHi(good));
     env.phys.writeU64(l1 * PAGE_SIZE + 8, pteLo(other.p2m[0]!, RW), pteHi(other.p2m[0]!));
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t.l2, 3), env.mfn(l1), LINK)).toBe(-XenErrno.EBUSY);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
     expect(env.hv.frames.info(good).typeCount).toBe(0);
   });
 
@@ -256,10 +267,10 @@ describe("L2–L4 entries (mod_lN_entry / get_page_from_lNe)", () => {
     const t = buildSpace(env);
     const f = env.allocPfn();
     expect(env.update(env.slot(t.l1, 4), env.mfn(f), RW)).toBe(0);
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.update(env.slot(t.l2, 3), env.mfn(f), LINK)).toBe(-XenErrno.EINVAL);
     expect(env.client.pin(1, env.mfn(f))).toBe(-XenErrno.EINVAL);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
   });
 
   test("L4 slots 256..271 belong to Xen: -EINVAL; 255 and 272 are the guest's", () => {
@@ -267,11 +278,12 @@ describe("L2–L4 entries (mod_lN_entry / get_page_from_lNe)", () => {
     const t = buildSpace(env);
     for (const s of [256, 258, 271]) {
       const l3 = env.allocPfn();
-      const before = snapshot(env.hv);
+      const before = env.snap();
       expect(env.update(env.slot(t.l4, s), env.mfn(l3), LINK)).toBe(-XenErrno.EINVAL);
-      expect(snapshot(env.hv)).toEqual(before);
+      expect(env.snap()).toEqual(before);
     }
-    for (const s of [255, 272]) expect(env.update(env.slot(t.l4, s), env.mfn(env.allocPfn()), LINK)).toBe(0);
+    for (const s of [255, 272])
+      expect(env.update(env.slot(t.l4, s), env.mfn(env.allocPfn()), LINK)).toBe(0);
   });
 
   test("fast path: flipping A/D/US/NX/AVAIL skips revalidation; changing RW does not", () => {
@@ -294,13 +306,13 @@ describe("mmuext_op", () => {
     const env = setupPv();
     const l1 = env.allocPfn();
     expect(env.client.pin(1, env.mfn(l1))).toBe(0);
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.client.pin(1, env.mfn(l1))).toBe(-XenErrno.EINVAL);
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(env.snap()).toEqual(before);
     expect(env.client.unpin(env.mfn(l1))).toBe(0);
-    const after = snapshot(env.hv);
+    const after = env.snap();
     expect(env.client.unpin(env.mfn(l1))).toBe(-XenErrno.EINVAL);
-    expect(snapshot(env.hv)).toEqual(after);
+    expect(env.snap()).toEqual(after);
   });
 
   test("pin of a frame of another type: -EINVAL; of a foreign frame: -EINVAL", () => {
@@ -320,7 +332,8 @@ describe("mmuext_op", () => {
     expect(env.client.pin(4, env.mfn(l4b))).toBe(0);
     expect(env.client.newBaseptr(env.mfn(l4b))).toBe(0);
     expect(env.client.unpin(env.mfn(t.l4))).toBe(0);
-    for (const p of [t.l4, t.l3, t.l2, t.l1]) expect(env.hv.frames.info(env.mfn(p)).typeCount).toBe(0);
+    for (const p of [t.l4, t.l3, t.l2, t.l1])
+      expect(env.hv.frames.info(env.mfn(p)).typeCount).toBe(0);
     expect(env.hv.frames.info(m)).toMatchObject({ typeCount: 0, count: 1 });
   });
 
@@ -343,7 +356,11 @@ describe("mmuext_op", () => {
     const env = setupPv({ strictBasePtr: false });
     const l4 = env.allocPfn();
     expect(env.client.newBaseptr(env.mfn(l4))).toBe(0);
-    expect(env.hv.frames.info(env.mfn(l4))).toMatchObject({ typeCount: 1, validated: true, pinned: false });
+    expect(env.hv.frames.info(env.mfn(l4))).toMatchObject({
+      typeCount: 1,
+      validated: true,
+      pinned: false,
+    });
   });
 
   test("MARK_SUPER -EOPNOTSUPP, FLUSH_CACHE -EACCES, unknown -ENOSYS, TLB flush 0", () => {
@@ -364,7 +381,9 @@ describe("update_va_mapping", () => {
     const b = env.mfn(env.allocPfn());
     expect(env.client.updateVaMapping(6 * PAGE_SIZE, pteLo(a, RW), pteHi(a), UVMF_INVLPG)).toBe(0);
     expect(env.v.translate(6 * PAGE_SIZE, 0)).toBe(a * PAGE_SIZE);
-    expect(env.client.updateVaMapping(6 * PAGE_SIZE, pteLo(b, RW), pteHi(b), UVMF_INVLPG | UVMF_ALL)).toBe(0);
+    expect(
+      env.client.updateVaMapping(6 * PAGE_SIZE, pteLo(b, RW), pteHi(b), UVMF_INVLPG | UVMF_ALL),
+    ).toBe(0);
     expect(env.v.translate(6 * PAGE_SIZE, 0)).toBe(b * PAGE_SIZE);
     expect(env.hv.frames.info(a).typeCount).toBe(0);
   });
@@ -373,18 +392,17 @@ describe("update_va_mapping", () => {
     const env = setupPv();
     const t = buildSpace(env);
     const a = env.mfn(env.allocPfn());
-    const before = snapshot(env.hv);
+    const before = env.snap();
     expect(env.client.updateVaMapping(2 ** 30, pteLo(a, RW), pteHi(a), 0)).toBe(-XenErrno.EINVAL);
-    expect(env.client.updateVaMapping(PAGE_SIZE, pteLo(env.mfn(t.l1), RW), pteHi(env.mfn(t.l1)), 0)).toBe(
-      -XenErrno.EBUSY,
-    );
-    expect(snapshot(env.hv)).toEqual(before);
+    expect(
+      env.client.updateVaMapping(PAGE_SIZE, pteLo(env.mfn(t.l1), RW), pteHi(env.mfn(t.l1)), 0),
+    ).toBe(-XenErrno.EBUSY);
+    expect(env.snap()).toEqual(before);
   });
 
   test("hypercalls of an HVM domain to PV-only operations: -ENOSYS; from user mode: -EPERM", () => {
     const env = setupPv();
     const hvm = env.hv.createDomain({ pages: 8, kind: "hvm" });
-    const { HypercallPort } = require("@pvkit/hypercall") as typeof import("@pvkit/hypercall");
     const port = new HypercallPort(env.hv, hvm.vcpus[0]!);
     expect(port.call(Hypercall.mmu_update, 0, 0, 0, 0)).toBe(-XenErrno.ENOSYS);
     expect(port.call(Hypercall.update_va_mapping, 0, 0, 0)).toBe(-XenErrno.ENOSYS);

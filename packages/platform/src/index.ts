@@ -1,6 +1,7 @@
 /**
  * `@pvkit/platform`: what every pvkit device and driver shares — guest memory, the bus
- * that counts exits, and interrupt lines.
+ * that counts exits, interrupt lines, PCI plumbing, and the network back-ends every NIC
+ * shares (Node-only back-ends are in `@pvkit/platform/node`).
  *
  * @packageDocumentation
  */
@@ -25,6 +26,60 @@ export {
   type MemoryBacking,
   type RegionSpec,
 } from "./memory.js";
+export {
+  ETH_HEADER_LEN,
+  ETH_MIN_FRAME,
+  formatMac,
+  NET_META_DATA_VALID,
+  NET_META_NEEDS_CSUM,
+  type NetBackend,
+  type NetBackendStats,
+  type NetEndpoint,
+  type NetFrameMeta,
+  type NetSendResult,
+  newNetBackendStats,
+  parseMac,
+} from "./net/backend.js";
+export {
+  completeChecksum,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+  ETHERTYPE_QINQ,
+  ETHERTYPE_VLAN,
+  fillTransportChecksum,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  onesComplementSum,
+  parseTransport,
+  pseudoHeaderSum,
+  seedPseudoHeader,
+  type TransportInfo,
+  verifyTransportChecksum,
+} from "./net/checksum.js";
+export {
+  LoopbackBackend,
+  type LoopbackOptions,
+  type RecordedFrame,
+} from "./net/loopback.js";
+export {
+  LINKTYPE_ETHERNET,
+  memoryPcapSink,
+  PCAP_GLOBAL_HEADER_LEN,
+  PCAP_MAGIC_MICROSECONDS,
+  PCAP_RECORD_HEADER_LEN,
+  PCAP_VERSION_MAJOR,
+  PCAP_VERSION_MINOR,
+  PcapWriter,
+  type PcapWriterOptions,
+} from "./net/pcap.js";
+export {
+  EthernetSwitch,
+  type EthernetSwitchOptions,
+  SwitchPort,
+  type SwitchPortHandle,
+  type SwitchPortStats,
+  type SwitchTap,
+} from "./net/switch.js";
 export {
   assignPciBars,
   type MsiMessageHandler,

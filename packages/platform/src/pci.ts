@@ -285,7 +285,8 @@ export class PciConfigSpace {
    */
   constructor(identity: PciIdentity) {
     const pin = identity.interruptPin ?? 1;
-    if (!Number.isInteger(pin) || pin < 0 || pin > 4) throw new Error(`interrupt pin ${pin} is not 0–4`);
+    if (!Number.isInteger(pin) || pin < 0 || pin > 4)
+      throw new Error(`interrupt pin ${pin} is not 0–4`);
     const o = PciConfigOffset;
     this.setU16(o.VENDOR_ID, identity.vendorId);
     this.setU16(o.DEVICE_ID, identity.deviceId);
@@ -391,14 +392,24 @@ export class PciConfigSpace {
     if (!Number.isInteger(index) || index < 0 || index + slots > PCI_NUM_BARS) {
       throw new Error(`BAR ${index} (${kind}) does not fit the six BAR slots`);
     }
-    if (this.barSlots[index] !== undefined || (slots === 2 && this.barSlots[index + 1] !== undefined)) {
+    if (
+      this.barSlots[index] !== undefined ||
+      (slots === 2 && this.barSlots[index + 1] !== undefined)
+    ) {
       throw new Error(`BAR slot ${index} is already used`);
     }
     const min = kind === "io" ? 4 : 16;
     if (!isPow2(size) || size < min || size > 0x8000_0000) {
       throw new Error(`BAR ${index} size ${size} must be a power of two in [${min}, 2^31]`);
     }
-    const bar = new PciBar(this, index, kind, size, kind !== "io" && spec.prefetchable === true, spec.address ?? 0);
+    const bar = new PciBar(
+      this,
+      index,
+      kind,
+      size,
+      kind !== "io" && spec.prefetchable === true,
+      spec.address ?? 0,
+    );
     this.barSlots[index] = bar;
     if (slots === 2) this.barSlots[index + 1] = bar;
     const off = PciConfigOffset.BASE_ADDRESS_0 + 4 * index;
@@ -435,7 +446,9 @@ export class PciConfigSpace {
     if (!Number.isInteger(length) || length < 2) throw new Error(`capability length ${length} < 2`);
     const offset = (this.nextFree + 3) & ~3;
     if (offset + length > PCI_CONFIG_SPACE_SIZE) {
-      throw new Error(`capability 0x${id.toString(16)} (${length} bytes) does not fit in configuration space`);
+      throw new Error(
+        `capability 0x${id.toString(16)} (${length} bytes) does not fit in configuration space`,
+      );
     }
     this.setU8(offset, id);
     this.setU8(offset + 1, 0);
@@ -491,7 +504,11 @@ export class PciConfigSpace {
     const end = offset + size;
     for (const h of this.readHooks) if (offset < h.end && h.start < end) h.fn(offset, size);
     const v = this.view;
-    return size === 1 ? v.getUint8(offset) : size === 2 ? v.getUint16(offset, true) : v.getUint32(offset, true);
+    return size === 1
+      ? v.getUint8(offset)
+      : size === 2
+        ? v.getUint16(offset, true)
+        : v.getUint32(offset, true);
   }
 
   /**
@@ -511,7 +528,8 @@ export class PciConfigSpace {
       b[o] = ((b[o]! & ~m) | (byte & m)) & ~(byte & this.w1cmask[o]!);
     }
     const end = offset + size;
-    for (const h of this.writeHooks) if (offset < h.end && h.start < end) h.fn(offset, size, value >>> 0);
+    for (const h of this.writeHooks)
+      if (offset < h.end && h.start < end) h.fn(offset, size, value >>> 0);
   }
 
   /**
@@ -620,8 +638,16 @@ export class MsixController {
    */
   install(config: PciConfigSpace, table: MsixPlacement, pba: MsixPlacement): number {
     for (const p of [table, pba]) {
-      if (!Number.isInteger(p.bar) || p.bar < 0 || p.bar >= PCI_NUM_BARS || p.offset % 8 !== 0 || p.offset < 0) {
-        throw new Error(`MSI-X structure at BAR ${p.bar} offset ${p.offset} is not a valid BIR/8-byte offset`);
+      if (
+        !Number.isInteger(p.bar) ||
+        p.bar < 0 ||
+        p.bar >= PCI_NUM_BARS ||
+        p.offset % 8 !== 0 ||
+        p.offset < 0
+      ) {
+        throw new Error(
+          `MSI-X structure at BAR ${p.bar} offset ${p.offset} is not a valid BIR/8-byte offset`,
+        );
       }
     }
     const cap = config.addCapability(PCI_CAP_ID_MSIX, PCI_MSIX_CAP_LEN);
@@ -654,7 +680,10 @@ export class MsixController {
     if (cfg !== null) {
       const off = this.capOffset + PCI_MSIX_FLAGS;
       const ctl = cfg.getU16(off) & ~(PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
-      cfg.setU16(off, ctl | (enable ? PCI_MSIX_FLAGS_ENABLE : 0) | (maskAll ? PCI_MSIX_FLAGS_MASKALL : 0));
+      cfg.setU16(
+        off,
+        ctl | (enable ? PCI_MSIX_FLAGS_ENABLE : 0) | (maskAll ? PCI_MSIX_FLAGS_MASKALL : 0),
+      );
     }
     if (enable && !maskAll) this.deliverPending();
     for (const l of this.listeners) l();
@@ -750,7 +779,11 @@ export class MsixController {
   readTable(offset: number, size: AccessSize): number {
     if (!this.validAccess(offset, size, this.table.length)) return 0;
     const v = this.tableView;
-    return size === 1 ? v.getUint8(offset) : size === 2 ? v.getUint16(offset, true) : v.getUint32(offset, true);
+    return size === 1
+      ? v.getUint8(offset)
+      : size === 2
+        ? v.getUint16(offset, true)
+        : v.getUint32(offset, true);
   }
 
   /**
@@ -764,7 +797,8 @@ export class MsixController {
       const o = offset + i;
       let byte = (value >>> (8 * i)) & 0xff;
       const inEntry = o % PCI_MSIX_ENTRY_SIZE;
-      if (inEntry >= PCI_MSIX_ENTRY_VECTOR_CTRL) byte = inEntry === PCI_MSIX_ENTRY_VECTOR_CTRL ? byte & PCI_MSIX_ENTRY_CTRL_MASKBIT : 0;
+      if (inEntry >= PCI_MSIX_ENTRY_VECTOR_CTRL)
+        byte = inEntry === PCI_MSIX_ENTRY_VECTOR_CTRL ? byte & PCI_MSIX_ENTRY_CTRL_MASKBIT : 0;
       this.table[o] = byte;
     }
     if (ctlByte + size > PCI_MSIX_ENTRY_VECTOR_CTRL) {
@@ -792,7 +826,11 @@ export class MsixController {
   private resetTable(): void {
     this.table.fill(0);
     for (let v = 0; v < this.vectors; v++) {
-      this.tableView.setUint32(v * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_ENTRY_CTRL_MASKBIT, true);
+      this.tableView.setUint32(
+        v * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL,
+        PCI_MSIX_ENTRY_CTRL_MASKBIT,
+        true,
+      );
     }
     this.pba.fill(0);
   }
@@ -883,7 +921,14 @@ export class PciHost {
    * @throws Error when the slot is taken or out of range (host configuration)
    */
   attach(fn: PciFunction, device: number, func = 0): void {
-    if (!Number.isInteger(device) || device < 0 || device > 31 || !Number.isInteger(func) || func < 0 || func > 7) {
+    if (
+      !Number.isInteger(device) ||
+      device < 0 ||
+      device > 31 ||
+      !Number.isInteger(func) ||
+      func < 0 ||
+      func > 7
+    ) {
       throw new Error(`PCI slot ${device}.${func} is out of range`);
     }
     const devfn = (device << 3) | func;
@@ -989,7 +1034,13 @@ export class PciHost {
         continue;
       }
       try {
-        e.mappings[i] = this.bus.map(bar.space, addr, bar.size, e.handlers[i]!, `${e.fn.name}.bar${i}`);
+        e.mappings[i] = this.bus.map(
+          bar.space,
+          addr,
+          bar.size,
+          e.handlers[i]!,
+          `${e.fn.name}.bar${i}`,
+        );
       } catch {
         this.conflicts++; // overlaps another window: the BAR stays unreachable, as on hardware
       }
@@ -1101,7 +1152,13 @@ export function probePciBars(access: PciConfigAccess): PciBarInfo[] {
     if (mask === 0 || mask === 0xffff_ffff) continue;
     if (mask & PCI_BASE_ADDRESS_SPACE_IO) {
       const m = (mask & ~0x3) | 0xffff_0000; // I/O decode may implement only 16 bits
-      out.push({ index: i, kind: "io", size: (~m + 1) >>> 0, prefetchable: false, address: (orig & ~0x3) >>> 0 });
+      out.push({
+        index: i,
+        kind: "io",
+        size: (~m + 1) >>> 0,
+        prefetchable: false,
+        address: (orig & ~0x3) >>> 0,
+      });
       continue;
     }
     const prefetchable = (mask & PCI_BASE_ADDRESS_MEM_PREFETCH) !== 0;
@@ -1112,11 +1169,23 @@ export function probePciBars(access: PciConfigAccess): PciBarInfo[] {
       access.write(off + 4, 4, origHi);
       const lo = (mask & ~0xf) >>> 0;
       const size = lo !== 0 ? (~lo + 1) >>> 0 : ((~maskHi + 1) >>> 0) * TWO_32;
-      out.push({ index: i, kind: "mem64", size, prefetchable, address: origHi * TWO_32 + ((orig & ~0xf) >>> 0) });
+      out.push({
+        index: i,
+        kind: "mem64",
+        size,
+        prefetchable,
+        address: origHi * TWO_32 + ((orig & ~0xf) >>> 0),
+      });
       i++;
       continue;
     }
-    out.push({ index: i, kind: "mem32", size: (~(mask & ~0xf) + 1) >>> 0, prefetchable, address: (orig & ~0xf) >>> 0 });
+    out.push({
+      index: i,
+      kind: "mem32",
+      size: (~(mask & ~0xf) + 1) >>> 0,
+      prefetchable,
+      address: (orig & ~0xf) >>> 0,
+    });
   }
   access.write(PciConfigOffset.COMMAND, 2, cmd);
   return out;
@@ -1144,7 +1213,12 @@ export function assignPciBars(access: PciConfigAccess, windows: PciResourceWindo
   const out: PciBarInfo[] = [];
   for (const b of found) {
     const off = PciConfigOffset.BASE_ADDRESS_0 + 4 * b.index;
-    const field: "io" | "mem32" | "mem64" = b.kind === "mem64" && windows.mem64 !== undefined ? "mem64" : b.kind === "io" ? "io" : "mem32";
+    const field: "io" | "mem32" | "mem64" =
+      b.kind === "mem64" && windows.mem64 !== undefined
+        ? "mem64"
+        : b.kind === "io"
+          ? "io"
+          : "mem32";
     const next = windows[field] ?? windows.mem32;
     const addr = Math.ceil(next / b.size) * b.size;
     windows[field] = addr + b.size;
@@ -1153,6 +1227,10 @@ export function assignPciBars(access: PciConfigAccess, windows: PciResourceWindo
     out.push({ ...b, address: addr });
   }
   const cmd = access.read(PciConfigOffset.COMMAND, 2);
-  access.write(PciConfigOffset.COMMAND, 2, cmd | PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+  access.write(
+    PciConfigOffset.COMMAND,
+    2,
+    cmd | PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER,
+  );
   return out;
 }

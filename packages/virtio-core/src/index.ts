@@ -48,11 +48,11 @@ export { VirtioMmioDriverTransport } from "./driver/mmio-driver.js";
 export {
   findCapability,
   findVirtioCap,
+  VirtioPciDriverTransport,
   type VirtioPciIrqMode,
   type VirtioPciMappedRegion,
   type VirtioPciMsixInfo,
   type VirtioPciMsixOptions,
-  VirtioPciDriverTransport,
 } from "./driver/pci-driver.js";
 export {
   type RngToken,

@@ -31,7 +31,8 @@ function counterSource() {
     source: (buf: Uint8Array) => {
       for (let i = 0; i < buf.length; i++) buf[i] = next++ & 0xff;
     },
-    expected: (from: number, n: number) => Uint8Array.from({ length: n }, (_, i) => (from + i) & 0xff),
+    expected: (from: number, n: number) =>
+      Uint8Array.from({ length: n }, (_, i) => (from + i) & 0xff),
   };
 }
 
@@ -88,7 +89,8 @@ function rig(opts: RigOptions = {}) {
   assignPciBars(cfg, { io: 0xc000, mem32: 0xfe00_0000, mem64: 0x8_0000_0000 });
   const t = VirtioPciDriverTransport.probe(bus, cfg);
   if (t instanceof DriverError) throw new Error(t.message);
-  if (opts.msix) expect(t.enableMsix({ numQueues: 1, dataBase: MSI_DATA_BASE })).toBe("msix-per-queue");
+  if (opts.msix)
+    expect(t.enableMsix({ numQueues: 1, dataBase: MSI_DATA_BASE })).toBe("msix-per-queue");
   const driver = VirtioRngDriver.create(t, { memory, allocator });
   if (driver instanceof DriverError) throw new Error(driver.message);
   // Which driver instance handles this device's interrupts (Linux re-probes after firmware).
@@ -106,7 +108,21 @@ function rig(opts: RigOptions = {}) {
     for (const [name, v] of Object.entries(s)) if (name.startsWith("rng.bar")) n += v.exits;
     return n;
   };
-  return { memory, allocator, bus, device, pci, host, cfg, t, driver, src, messages, structExits, route };
+  return {
+    memory,
+    allocator,
+    bus,
+    device,
+    pci,
+    host,
+    cfg,
+    t,
+    driver,
+    src,
+    messages,
+    structExits,
+    route,
+  };
 }
 
 describe("virtio-rng end to end through modern virtio-pci", () => {
@@ -223,7 +239,9 @@ describe("virtio-rng end to end through modern virtio-pci", () => {
     t.notify(0);
     expect(device.status & VIRTIO_CONFIG_S_NEEDS_RESET).toBe(VIRTIO_CONFIG_S_NEEDS_RESET);
     expect(messages.at(-1)!.data).toBe(MSI_DATA_BASE); // vector 0: configuration change
-    await expect(next).rejects.toMatchObject({ cause: { code: DriverErrorCode.DEVICE_NEEDS_RESET } });
+    await expect(next).rejects.toMatchObject({
+      cause: { code: DriverErrorCode.DEVICE_NEEDS_RESET },
+    });
     driver.reset();
     expect(device.status).toBe(0);
     // The reset dropped the undelivered queue event: unmasking sends nothing.

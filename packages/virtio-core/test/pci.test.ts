@@ -3,6 +3,7 @@ import {
   assignPciBars,
   Bus,
   GuestMemory,
+  PciConfigOffset as P,
   PCI_CAP_ID_MSIX,
   PCI_CAP_ID_VNDR,
   PCI_COMMAND_INTX_DISABLE,
@@ -12,24 +13,25 @@ import {
   PCI_MSIX_FLAGS_MASKALL,
   PCI_STATUS_CAP_LIST,
   PCI_STATUS_INTERRUPT,
-  PciConfigOffset as P,
   PciConfigPortAccess,
   PciConfigSpace,
   PciHost,
   probePciBars,
 } from "@pvkit/platform";
 import {
+  VIRTIO_CONFIG_S_ACKNOWLEDGE as ACK,
+  VirtioPciCommonCfg as C,
+  VirtioPciCapOffset as CAP,
+  VIRTIO_CONFIG_S_DRIVER as DRIVER,
+  VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK,
   DriverError,
   DriverErrorCode,
+  VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK,
   featureMask,
   findCapability,
   findVirtioCap,
   GuestAllocator,
   initVirtioDevice,
-  VIRTIO_CONFIG_S_ACKNOWLEDGE as ACK,
-  VIRTIO_CONFIG_S_DRIVER as DRIVER,
-  VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK,
-  VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK,
   VIRTIO_CONFIG_S_NEEDS_RESET as NEEDS_RESET,
   VIRTIO_F_RING_RESET,
   VIRTIO_F_VERSION_1,
@@ -42,8 +44,6 @@ import {
   VIRTIO_PCI_ISR_CONFIG,
   VIRTIO_PCI_ISR_QUEUE,
   VirtioDeviceBase,
-  VirtioPciCommonCfg as C,
-  VirtioPciCapOffset as CAP,
   VirtioPciDriverTransport,
   type VirtioPciLayout,
   type VirtioPciLayoutPreset,
@@ -94,7 +94,11 @@ function rig(opts: RigOptions = {}) {
     name: "dev",
     layout: opts.layout ?? "mem64",
     onIgnored: (r) => ignored.push(r),
-    ...(opts.msix === undefined ? {} : { msix: { vectors: opts.msix, onMessage: (a: bigint, d: number) => messages.push([a, d]) } }),
+    ...(opts.msix === undefined
+      ? {}
+      : {
+          msix: { vectors: opts.msix, onMessage: (a: bigint, d: number) => messages.push([a, d]) },
+        }),
   });
   const host = new PciHost(bus);
   host.attach(pci, SLOT);
@@ -104,14 +108,18 @@ function rig(opts: RigOptions = {}) {
   const layout = pci.layout;
   const where = (region: { bar: number; offset: number }) => {
     const b = bars.find((x) => x.index === region.bar)!;
-    return { space: b.kind === "io" ? ("pio" as const) : ("mmio" as const), base: b.address + region.offset };
+    return {
+      space: b.kind === "io" ? ("pio" as const) : ("mmio" as const),
+      base: b.address + region.offset,
+    };
   };
   const common = where(layout.common);
   const notify = where(layout.notify);
   const isr = where(layout.isr);
   const dcfg = where(layout.device);
   const cr = (off: number, size: AccessSize = 4) => bus.read(common.space, common.base + off, size);
-  const cw = (off: number, value: number, size: AccessSize = 4) => bus.write(common.space, common.base + off, size, value);
+  const cw = (off: number, value: number, size: AccessSize = 4) =>
+    bus.write(common.space, common.base + off, size, value);
   const negotiate = (lo: number, hi: number) => {
     cw(C.DEVICE_STATUS, 0, 1);
     cw(C.DEVICE_STATUS, ACK, 1);
@@ -134,7 +142,25 @@ function rig(opts: RigOptions = {}) {
     cw(C.QUEUE_DEVICE + 4, 0);
     cw(C.QUEUE_ENABLE, 1, 2);
   };
-  return { memory, bus, device, pci, host, cfg, bars, common, notify, isr, dcfg, cr, cw, negotiate, setupQueue, messages, ignored };
+  return {
+    memory,
+    bus,
+    device,
+    pci,
+    host,
+    cfg,
+    bars,
+    common,
+    notify,
+    isr,
+    dcfg,
+    cr,
+    cw,
+    negotiate,
+    setupQueue,
+    messages,
+    ignored,
+  };
 }
 
 const V1_HI = 1; // VIRTIO_F_VERSION_1 is bit 32
@@ -155,7 +181,8 @@ describe("PCI identity and header (§4.1.2)", () => {
   });
 
   it("uses class codes per device type", () => {
-    const cls = (id: number) => rig({ device: new TestDevice({ deviceId: id }) }).cfg.read(P.CLASS_PROG, 4) >>> 8;
+    const cls = (id: number) =>
+      rig({ device: new TestDevice({ deviceId: id }) }).cfg.read(P.REVISION_ID, 4) >>> 8;
     expect(cls(1)).toBe(0x020000); // net: Ethernet
     expect(cls(2)).toBe(0x010000); // blk: storage
     expect(cls(3)).toBe(0x078000); // console
@@ -165,12 +192,21 @@ describe("PCI identity and header (§4.1.2)", () => {
   it("keeps read-only header fields read-only", () => {
     const { cfg, pci } = rig();
     const before = Uint8Array.from(pci.config.bytes);
-    for (const off of [P.VENDOR_ID, P.DEVICE_ID, P.REVISION_ID, P.CLASS_PROG, P.SUBSYSTEM_VENDOR_ID, P.CAPABILITY_LIST, P.INTERRUPT_PIN]) {
+    for (const off of [
+      P.VENDOR_ID,
+      P.DEVICE_ID,
+      P.REVISION_ID,
+      P.CLASS_PROG,
+      P.SUBSYSTEM_VENDOR_ID,
+      P.CAPABILITY_LIST,
+      P.INTERRUPT_PIN,
+    ]) {
       cfg.write(off & ~3, 4, 0xffff_ffff);
     }
     for (let c = 0x40; c < 0x100; c += 4) cfg.write(c, 4, 0); // capability bodies
     const after = pci.config.bytes;
-    for (const off of [0, 1, 2, 3, 8, 9, 10, 11, 0x2c, 0x2d, 0x2e, 0x2f, 0x34, 0x3d]) expect(after[off]).toBe(before[off]);
+    for (const off of [0, 1, 2, 3, 8, 9, 10, 11, 0x2c, 0x2d, 0x2e, 0x2f, 0x34, 0x3d])
+      expect(after[off]).toBe(before[off]);
     expect(pci.config.capabilities().length).toBe(5);
     // Status: CAP_LIST survives a write of zeros and of ones.
     cfg.write(P.STATUS, 2, 0);
@@ -196,7 +232,7 @@ describe("BARs", () => {
       expect(cfg.read(off, 4)).toBe(0);
     }
     cfg.write(0x14, 4, 0xffff_ffff);
-    expect(cfg.read(0x14, 4)).toBe((~(0x1000 - 1)) >>> 0);
+    expect(cfg.read(0x14, 4)).toBe(~(0x1000 - 1) >>> 0);
   });
 
   it("sizes an I/O BAR (type bit read-only)", () => {
@@ -234,8 +270,15 @@ describe("capability walk as Linux's virtio_pci_modern probe does", () => {
     it(`finds every structure with the right lengths (${preset} layout)`, () => {
       const { cfg, pci, device, bus, bars, memory } = rig({ layout: preset, msix: 4 });
       const sized = probePciBars(cfg);
-      const caps: Record<number, { bar: number; offset: number; length: number; capLen: number }> = {};
-      for (const type of [VIRTIO_PCI_CAP_COMMON_CFG, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_CAP_DEVICE_CFG, VIRTIO_PCI_CAP_PCI_CFG]) {
+      const caps: Record<number, { bar: number; offset: number; length: number; capLen: number }> =
+        {};
+      for (const type of [
+        VIRTIO_PCI_CAP_COMMON_CFG,
+        VIRTIO_PCI_CAP_NOTIFY_CFG,
+        VIRTIO_PCI_CAP_ISR_CFG,
+        VIRTIO_PCI_CAP_DEVICE_CFG,
+        VIRTIO_PCI_CAP_PCI_CFG,
+      ]) {
         const pos = findVirtioCap(cfg, sized, type);
         expect(pos, `cfg_type ${type}`).toBeGreaterThanOrEqual(0x40);
         expect(cfg.read(pos + CAP.CAP_VNDR, 1)).toBe(PCI_CAP_ID_VNDR);
@@ -248,16 +291,33 @@ describe("capability walk as Linux's virtio_pci_modern probe does", () => {
         };
       }
       const L = pci.layout;
-      expect(caps[VIRTIO_PCI_CAP_COMMON_CFG]).toEqual({ bar: L.common.bar, offset: L.common.offset, length: 0x3c, capLen: 16 });
-      expect(caps[VIRTIO_PCI_CAP_ISR_CFG]).toEqual({ bar: L.isr.bar, offset: L.isr.offset, length: 1, capLen: 16 });
-      expect(caps[VIRTIO_PCI_CAP_DEVICE_CFG]).toEqual({ bar: L.device.bar, offset: L.device.offset, length: 8, capLen: 16 });
+      expect(caps[VIRTIO_PCI_CAP_COMMON_CFG]).toEqual({
+        bar: L.common.bar,
+        offset: L.common.offset,
+        length: 0x3c,
+        capLen: 16,
+      });
+      expect(caps[VIRTIO_PCI_CAP_ISR_CFG]).toEqual({
+        bar: L.isr.bar,
+        offset: L.isr.offset,
+        length: 1,
+        capLen: 16,
+      });
+      expect(caps[VIRTIO_PCI_CAP_DEVICE_CFG]).toEqual({
+        bar: L.device.bar,
+        offset: L.device.offset,
+        length: 8,
+        capLen: 16,
+      });
       expect(caps[VIRTIO_PCI_CAP_NOTIFY_CFG]!.capLen).toBe(20);
       expect(caps[VIRTIO_PCI_CAP_PCI_CFG]!.capLen).toBe(20);
       const notifyPos = findVirtioCap(cfg, sized, VIRTIO_PCI_CAP_NOTIFY_CFG);
       const mult = cfg.read(notifyPos + CAP.NOTIFY_OFF_MULTIPLIER, 4);
       expect(mult).toBe(4);
       // Every queue's notify address fits: off × mult + 2 ≤ length.
-      expect((device.numQueues - 1) * mult + 2).toBeLessThanOrEqual(caps[VIRTIO_PCI_CAP_NOTIFY_CFG]!.length);
+      expect((device.numQueues - 1) * mult + 2).toBeLessThanOrEqual(
+        caps[VIRTIO_PCI_CAP_NOTIFY_CFG]!.length,
+      );
       // Every structure lies inside its BAR (minlen + offset ≤ BAR size).
       for (const c of Object.values(caps)) {
         if (c.length === 0) continue;
@@ -318,7 +378,12 @@ describe("capability walk as Linux's virtio_pci_modern probe does", () => {
   });
 
   it("skips capabilities with reserved BAR numbers and survives a looping list", () => {
-    const space = new PciConfigSpace({ vendorId: 0x1af4, deviceId: 0x1044, classCode: 0xff0000, revision: 1 });
+    const space = new PciConfigSpace({
+      vendorId: 0x1af4,
+      deviceId: 0x1044,
+      classCode: 0xff0000,
+      revision: 1,
+    });
     space.defineBar(2, { kind: "mem32", size: 0x1000, address: 0xfe00_0000 });
     const bad = space.addCapability(PCI_CAP_ID_VNDR, 16);
     space.setU8(bad + CAP.CFG_TYPE, VIRTIO_PCI_CAP_COMMON_CFG);
@@ -326,12 +391,21 @@ describe("capability walk as Linux's virtio_pci_modern probe does", () => {
     const good = space.addCapability(PCI_CAP_ID_VNDR, 16);
     space.setU8(good + CAP.CFG_TYPE, VIRTIO_PCI_CAP_COMMON_CFG);
     space.setU8(good + CAP.BAR, 2);
-    const access = { read: (o: number, s: AccessSize) => space.read(o, s), write: (o: number, s: AccessSize, v: number) => space.write(o, s, v) };
+    const access = {
+      read: (o: number, s: AccessSize) => space.read(o, s),
+      write: (o: number, s: AccessSize, v: number) => space.write(o, s, v),
+    };
     const bars = probePciBars(access);
     expect(findVirtioCap(access, bars, VIRTIO_PCI_CAP_COMMON_CFG)).toBe(good);
     space.setU8(good + 1, bad); // a cycle: good → bad → good → …
     let reads = 0;
-    const counting = { read: (o: number, s: AccessSize) => (reads++, space.read(o, s)), write: access.write };
+    const counting = {
+      read: (o: number, s: AccessSize) => {
+        reads++;
+        return space.read(o, s);
+      },
+      write: access.write,
+    };
     expect(findVirtioCap(counting, bars, VIRTIO_PCI_CAP_ISR_CFG)).toBe(0);
     expect(reads).toBeLessThan(500); // bounded by the 48-entry TTL
   });
@@ -429,7 +503,9 @@ describe("hostile writes", () => {
     cw(C.QUEUE_SELECT, 0xffff, 2);
     cw(C.QUEUE_ENABLE, 1, 2);
     expect(pci.stats.ignored).toBe(n + 5);
-    expect(device.queues.every((q) => !q.ready && q.size === q.maxSize && q.descAddr === 0)).toBe(true);
+    expect(device.queues.every((q) => !q.ready && q.size === q.maxSize && q.descAddr === 0)).toBe(
+      true,
+    );
   });
 
   it("queue sizes that are not powers of two, zero or above the maximum are ignored", () => {
@@ -481,9 +557,16 @@ describe("hostile writes", () => {
     const access = fc.record({
       target: fc.constantFrom("bar", "cfg"),
       bar: fc.integer({ min: 0, max: 6 }),
-      offset: fc.oneof(fc.integer({ min: 0, max: 0x3fff }), fc.integer({ min: 0, max: 0x48 }), fc.integer({ min: -4, max: 0x10000 })),
+      offset: fc.oneof(
+        fc.integer({ min: 0, max: 0x3fff }),
+        fc.integer({ min: 0, max: 0x48 }),
+        fc.integer({ min: -4, max: 0x10000 }),
+      ),
       size: fc.constantFrom<AccessSize>(1, 2, 4),
-      value: fc.oneof(fc.integer({ min: 0, max: 0xffff_ffff }), fc.constantFrom(0, 1, 0xffff, 0xffff_ffff)),
+      value: fc.oneof(
+        fc.integer({ min: 0, max: 0xffff_ffff }),
+        fc.constantFrom(0, 1, 0xffff, 0xffff_ffff),
+      ),
       write: fc.boolean(),
     });
     fc.assert(
@@ -525,7 +608,7 @@ describe("notifications, ISR and INTx (§4.1.4.4, §4.1.4.5)", () => {
     bus.write(notify.space, notify.base + 0, 1, 0);
     bus.write(notify.space, notify.base + 1, 1, 0); // the high byte: ignored
     bus.write(notify.space, notify.base + 8, 2, 2); // queue 2 is not enabled: the device ignores it
-    expect(device.notified).toEqual([1, 0, 0]);
+    expect((device as TestDevice).notified).toEqual([1, 0, 0]);
     expect(pci.stats.notifications).toBe(4);
     bus.write(notify.space, notify.base + 12, 2, 3); // beyond the last queue
     expect(pci.stats.notifications).toBe(4);
@@ -533,7 +616,10 @@ describe("notifications, ISR and INTx (§4.1.4.4, §4.1.4.5)", () => {
   });
 
   it("uses the written value with notify_off_multiplier 0", () => {
-    const layout: VirtioPciLayout = { ...virtioPciLayout("mem64", { numQueues: 3, configSize: 8, msixVectors: 0 }), notifyOffMultiplier: 0 };
+    const layout: VirtioPciLayout = {
+      ...virtioPciLayout("mem64", { numQueues: 3, configSize: 8, msixVectors: 0 }),
+      notifyOffMultiplier: 0,
+    };
     const { bus, notify, device, negotiate, setupQueue, cw } = rig({ layout });
     negotiate(0, V1_HI);
     setupQueue(2, 8);
@@ -541,7 +627,7 @@ describe("notifications, ISR and INTx (§4.1.4.4, §4.1.4.5)", () => {
     cw(C.QUEUE_SELECT, 2, 2);
     expect(bus.read(notify.space, notify.base - 0x3000 + C.QUEUE_NOTIFY_OFF, 2)).toBe(2);
     bus.write(notify.space, notify.base, 2, 2);
-    expect(device.notified).toEqual([2]);
+    expect((device as TestDevice).notified).toEqual([2]);
   });
 
   it("raises INTx while ISR is set; reading ISR clears it; Interrupt Disable masks the line", () => {
@@ -666,7 +752,12 @@ describe("reset and re-initialisation", () => {
     // "SeaBIOS": INTx, all queues.
     const fw = VirtioPciDriverTransport.probe(bus, cfg);
     if (fw instanceof DriverError) throw new Error(fw.message);
-    const first = initVirtioDevice(fw, { wanted: featureMask(VIRTIO_F_VERSION_1, 3), memory, allocator: alloc, queueSizes: [0, 0, 0] });
+    const first = initVirtioDevice(fw, {
+      wanted: featureMask(VIRTIO_F_VERSION_1, 3),
+      memory,
+      allocator: alloc,
+      queueSizes: [0, 0, 0],
+    });
     if (first instanceof DriverError) throw new Error(first.message);
     expect(device.driverFeatures).toBe(featureMask(VIRTIO_F_VERSION_1, 3));
     fw.notify(1);
@@ -701,7 +792,14 @@ describe("reset and re-initialisation", () => {
       expect(cr(C.QUEUE_ENABLE, 2)).toBe(0);
       expect(cr(C.QUEUE_SIZE, 2)).toBe(device.queues[q]!.maxSize);
       expect(cr(C.QUEUE_MSIX_VECTOR, 2)).toBe(VIRTIO_MSI_NO_VECTOR);
-      for (const off of [C.QUEUE_DESC, C.QUEUE_DESC + 4, C.QUEUE_DRIVER, C.QUEUE_DRIVER + 4, C.QUEUE_DEVICE, C.QUEUE_DEVICE + 4]) {
+      for (const off of [
+        C.QUEUE_DESC,
+        C.QUEUE_DESC + 4,
+        C.QUEUE_DRIVER,
+        C.QUEUE_DRIVER + 4,
+        C.QUEUE_DEVICE,
+        C.QUEUE_DEVICE + 4,
+      ]) {
         expect(cr(off)).toBe(0);
       }
       expect(device.queues[q]!.descAddr).toBe(0);
@@ -724,13 +822,22 @@ describe("reset and re-initialisation", () => {
     if (linux instanceof DriverError) throw new Error(linux.message);
     expect(linux.enableMsix({ numQueues: 2, dataBase: 0x60 })).toBe("msix-per-queue");
     alloc.reset();
-    const second = initVirtioDevice(linux, { wanted: featureMask(VIRTIO_F_VERSION_1), memory, allocator: alloc, queueSizes: [4, 0] });
+    const second = initVirtioDevice(linux, {
+      wanted: featureMask(VIRTIO_F_VERSION_1),
+      memory,
+      allocator: alloc,
+      queueSizes: [4, 0],
+    });
     if (second instanceof DriverError) throw new Error(second.message);
     expect(device.status).toBe(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
     expect(device.queues.map((q) => q.ready)).toEqual([true, true, false]);
     expect(device.queues[0]!.size).toBe(4);
     expect(pci.configMsixVector).toBe(0);
-    expect([pci.queueMsixVector(0), pci.queueMsixVector(1), pci.queueMsixVector(2)]).toEqual([1, 2, VIRTIO_MSI_NO_VECTOR]);
+    expect([pci.queueMsixVector(0), pci.queueMsixVector(1), pci.queueMsixVector(2)]).toEqual([
+      1,
+      2,
+      VIRTIO_MSI_NO_VECTOR,
+    ]);
     pci.signalUsed(1);
     expect(messages).toEqual([[0xfee0_0000n, 0x62]]);
     expect(linux.handleMsixMessage(0x62)).toBe(VIRTIO_PCI_ISR_QUEUE);
@@ -814,16 +921,41 @@ describe("layout validation (host configuration errors throw at construction)", 
   const memory = GuestMemory.create(1 << 16);
   const base = virtioPciLayout("mem64", { numQueues: 3, configSize: 8, msixVectors: 0 });
   it("rejects overlapping structures, bad multipliers, MSI-X in an I/O BAR, undeclared BARs", () => {
-    expect(() => new VirtioPciTransport({ device: device(), memory, layout: { ...base, isr: { bar: 4, offset: 0x10 } } })).toThrow(/overlap/);
-    expect(() => new VirtioPciTransport({ device: device(), memory, layout: { ...base, notifyOffMultiplier: 3 } })).toThrow(/multiplier/);
-    expect(() => new VirtioPciTransport({ device: device(), memory, layout: { ...base, common: { bar: 2, offset: 0 } } })).toThrow(/BAR 2/);
+    expect(
+      () =>
+        new VirtioPciTransport({
+          device: device(),
+          memory,
+          layout: { ...base, isr: { bar: 4, offset: 0x10 } },
+        }),
+    ).toThrow(/overlap/);
+    expect(
+      () =>
+        new VirtioPciTransport({
+          device: device(),
+          memory,
+          layout: { ...base, notifyOffMultiplier: 3 },
+        }),
+    ).toThrow(/multiplier/);
+    expect(
+      () =>
+        new VirtioPciTransport({
+          device: device(),
+          memory,
+          layout: { ...base, common: { bar: 2, offset: 0 } },
+        }),
+    ).toThrow(/BAR 2/);
     const io = virtioPciLayout("io", { numQueues: 3, configSize: 8, msixVectors: 0 });
     expect(
       () =>
         new VirtioPciTransport({
           device: device(),
           memory,
-          layout: { ...io, msixTable: { bar: 0, offset: 0x100 }, msixPba: { bar: 0, offset: 0x180 } },
+          layout: {
+            ...io,
+            msixTable: { bar: 0, offset: 0x100 },
+            msixPba: { bar: 0, offset: 0x180 },
+          },
           msix: { vectors: 2, onMessage: () => {} },
         }),
     ).toThrow(/memory BAR/);

@@ -20,16 +20,7 @@
  * @module
  */
 
-import {
-  PAGE_SIZE,
-  PTE_A,
-  PTE_D,
-  PTE_HI_NX,
-  PTE_P,
-  PTE_PS,
-  PTE_RW,
-  PTE_US,
-} from "../abi.js";
+import { PAGE_SIZE, PTE_A, PTE_D, PTE_HI_NX, PTE_P, PTE_PS, PTE_RW, PTE_US } from "../abi.js";
 import type { Domain } from "../domain.js";
 import type { Hypervisor } from "../hypervisor.js";
 import {
@@ -334,6 +325,8 @@ export class ShadowMmu {
       nx ||= (ehi & PTE_HI_NX) !== 0;
       table = pteFrame(elo, ehi);
     }
-    return (rw ? TLB_W : 0) | (us ? TLB_U : 0) | (nx ? 0 : TLB_X) | ((lo & PTE_D) !== 0 ? TLB_D : 0);
+    return (
+      (rw ? TLB_W : 0) | (us ? TLB_U : 0) | (nx ? 0 : TLB_X) | ((lo & PTE_D) !== 0 ? TLB_D : 0)
+    );
   }
 }

@@ -394,7 +394,8 @@ export class Hpet implements IoHandler, EmulatedTimer {
     else if (reg === 8) {
       const c = this.comparator[t]!;
       this.comparator[t] = Math.floor(c / 2 ** 32) * 2 ** 32 + (value >>> 0);
-    } else if (reg === 12) this.comparator[t] = (value >>> 0) * 2 ** 32 + (this.comparator[t]! % 2 ** 32);
+    } else if (reg === 12)
+      this.comparator[t] = (value >>> 0) * 2 ** 32 + (this.comparator[t]! % 2 ** 32);
   }
 
   /** @inheritdoc */
@@ -478,7 +479,12 @@ export class EmulatedTimerGuest {
   hpetSetup(): void {
     this.bus.write("mmio", this.hpetBase + HPET_CFG, 4, 1);
     const cfg = this.bus.read("mmio", this.hpetBase + HPET_Tn_CFG, 4);
-    this.bus.write("mmio", this.hpetBase + HPET_Tn_CFG, 4, (cfg & ~HPET_TN_PERIODIC) | HPET_TN_ENABLE);
+    this.bus.write(
+      "mmio",
+      this.hpetBase + HPET_Tn_CFG,
+      4,
+      (cfg & ~HPET_TN_PERIODIC) | HPET_TN_ENABLE,
+    );
   }
 
   /**

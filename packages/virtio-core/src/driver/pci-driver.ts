@@ -49,6 +49,7 @@ import {
   probePciBars,
 } from "@pvkit/platform";
 import {
+  VirtioPciCommonCfg as C,
   VIRTIO_MSI_NO_VECTOR,
   VIRTIO_PCI_CAP_COMMON_CFG,
   VIRTIO_PCI_CAP_DEVICE_CFG,
@@ -62,7 +63,6 @@ import {
   VIRTIO_PCI_MODERN_DEVICE_ID_BASE,
   VIRTIO_PCI_VENDOR_ID,
   VirtioPciCapOffset,
-  VirtioPciCommonCfg as C,
 } from "../pci-spec.js";
 import type { RingAddresses } from "./driver-queue.js";
 import { DriverError, DriverErrorCode } from "./errors.js";
@@ -203,9 +203,12 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
     const noDevice = (msg: string) => new DriverError(DriverErrorCode.NO_DEVICE, msg);
     const vendor = config.read(PciConfigOffset.VENDOR_ID, 2);
     const pciDeviceId = config.read(PciConfigOffset.DEVICE_ID, 2);
-    if (vendor !== VIRTIO_PCI_VENDOR_ID) return noDevice(`PCI vendor 0x${vendor.toString(16)} is not virtio (0x1af4, §4.1.2)`);
+    if (vendor !== VIRTIO_PCI_VENDOR_ID)
+      return noDevice(`PCI vendor 0x${vendor.toString(16)} is not virtio (0x1af4, §4.1.2)`);
     if (pciDeviceId < VIRTIO_PCI_DEVICE_ID_FIRST || pciDeviceId > VIRTIO_PCI_DEVICE_ID_LAST) {
-      return noDevice(`PCI device id 0x${pciDeviceId.toString(16)} is outside 0x1000–0x107f (§4.1.2)`);
+      return noDevice(
+        `PCI device id 0x${pciDeviceId.toString(16)} is outside 0x1000–0x107f (§4.1.2)`,
+      );
     }
     // §4.1.2: transitional ids carry the virtio id in the subsystem id.
     const deviceId =
@@ -217,27 +220,45 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
     const barOf = (i: number) => bars.find((b) => b.index === i);
 
     const common = findVirtioCap(config, bars, VIRTIO_PCI_CAP_COMMON_CFG);
-    if (common === 0) return noDevice("no VIRTIO_PCI_CAP_COMMON_CFG capability: leaving for the legacy driver (§4.1.4.3)");
+    if (common === 0)
+      return noDevice(
+        "no VIRTIO_PCI_CAP_COMMON_CFG capability: leaving for the legacy driver (§4.1.4.3)",
+      );
     const isr = findVirtioCap(config, bars, VIRTIO_PCI_CAP_ISR_CFG);
     const notify = findVirtioCap(config, bars, VIRTIO_PCI_CAP_NOTIFY_CFG);
     if (isr === 0 || notify === 0) {
-      return noDevice(`missing capabilities: common ${common}, isr ${isr}, notify ${notify} (§4.1.4)`);
+      return noDevice(
+        `missing capabilities: common ${common}, isr ${isr}, notify ${notify} (§4.1.4)`,
+      );
     }
     const device = findVirtioCap(config, bars, VIRTIO_PCI_CAP_DEVICE_CFG);
 
-    const map = (off: number, minlen: number, alignment: number, size: number): VirtioPciMappedRegion | DriverError => {
+    const map = (
+      off: number,
+      minlen: number,
+      alignment: number,
+      size: number,
+    ): VirtioPciMappedRegion | DriverError => {
       const bar = config.read(off + VirtioPciCapOffset.BAR, 1);
       const offset = config.read(off + VirtioPciCapOffset.OFFSET, 4);
       let length = config.read(off + VirtioPciCapOffset.LENGTH, 4);
       const b = barOf(bar);
-      if (b === undefined) return noDevice(`capability at 0x${off.toString(16)}: BAR ${bar} unexpectedly changed`);
+      if (b === undefined)
+        return noDevice(`capability at 0x${off.toString(16)}: BAR ${bar} unexpectedly changed`);
       if (length === 0 || length < minlen) {
-        return noDevice(`capability at 0x${off.toString(16)}: bad length ${length} (≥${Math.max(minlen, 1)} expected)`);
+        return noDevice(
+          `capability at 0x${off.toString(16)}: bad length ${length} (≥${Math.max(minlen, 1)} expected)`,
+        );
       }
-      if (offset % alignment !== 0) return noDevice(`capability at 0x${off.toString(16)}: offset ${offset} not aligned to ${alignment}`);
+      if (offset % alignment !== 0)
+        return noDevice(
+          `capability at 0x${off.toString(16)}: offset ${offset} not aligned to ${alignment}`,
+        );
       if (length > size) length = size;
       if (minlen + offset > b.size) {
-        return noDevice(`capability at 0x${off.toString(16)}: map ${minlen}@${offset} out of range on BAR ${bar} of ${b.size} bytes`);
+        return noDevice(
+          `capability at 0x${off.toString(16)}: map ${minlen}@${offset} out of range on BAR ${bar} of ${b.size} bytes`,
+        );
       }
       if (b.address === 0) return noDevice(`BAR ${bar} has no address assigned`);
       return {
@@ -274,13 +295,23 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
       const tbl = config.read(mpos + PCI_MSIX_TABLE, 4);
       const b = barOf(tbl & 0x7);
       if (b !== undefined && b.kind !== "io" && b.address !== 0) {
-        msix = { capOffset: mpos, tableSize: (ctl & PCI_MSIX_FLAGS_QSIZE) + 1, tableAddress: b.address + (tbl & ~0x7) };
+        msix = {
+          capOffset: mpos,
+          tableSize: (ctl & PCI_MSIX_FLAGS_QSIZE) + 1,
+          tableAddress: b.address + (tbl & ~0x7),
+        };
       }
     }
 
     // pci_enable_device + pci_set_master.
     let needs = PCI_COMMAND_MASTER;
-    for (const r of [commonMap, isrMap, notifyMap, deviceMap, msix === null ? null : { space: "mmio" }]) {
+    for (const r of [
+      commonMap,
+      isrMap,
+      notifyMap,
+      deviceMap,
+      msix === null ? null : { space: "mmio" },
+    ]) {
       if (r !== null) needs |= r.space === "pio" ? PCI_COMMAND_IO : PCI_COMMAND_MEMORY;
     }
     const cmd = config.read(PciConfigOffset.COMMAND, 2);
@@ -381,15 +412,19 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
    * reads back), then queue_enable = 1.
    */
   setupQueue(index: number, size: number, rings: RingAddresses): DriverError | undefined {
-    const unavailable = (msg: string) => new DriverError(DriverErrorCode.QUEUE_UNAVAILABLE, msg, index);
+    const unavailable = (msg: string) =>
+      new DriverError(DriverErrorCode.QUEUE_UNAVAILABLE, msg, index);
     this.select(index);
     const max = this.cr(C.QUEUE_SIZE, 2);
-    if (max === 0 || this.cr(C.QUEUE_ENABLE, 2) !== 0) return unavailable(`queue ${index} is unavailable or already enabled`);
+    if (max === 0 || this.cr(C.QUEUE_ENABLE, 2) !== 0)
+      return unavailable(`queue ${index} is unavailable or already enabled`);
     if ((max & (max - 1)) !== 0) return unavailable(`bad queue size ${max} (§2.7)`);
     if (this.irqMode !== "intx" && !this.configVectorSet) {
       this.cw(C.CONFIG_MSIX_VECTOR, 2, 0);
       if (this.cr(C.CONFIG_MSIX_VECTOR, 2) === VIRTIO_MSI_NO_VECTOR) {
-        return unavailable("the device refused MSI-X vector 0 for configuration changes (§4.1.5.1.2)");
+        return unavailable(
+          "the device refused MSI-X vector 0 for configuration changes (§4.1.5.1.2)",
+        );
       }
       this.configVectorSet = true;
     }
@@ -400,14 +435,18 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
     const off = this.cr(C.QUEUE_NOTIFY_OFF, 2);
     const at = off * this.notifyOffMultiplier;
     if (at + 2 > this.notifyArea.length) {
-      return unavailable(`bad notification offset ${off} (x ${this.notifyOffMultiplier}) for queue ${index} > ${this.notifyArea.length}`);
+      return unavailable(
+        `bad notification offset ${off} (x ${this.notifyOffMultiplier}) for queue ${index} > ${this.notifyArea.length}`,
+      );
     }
     this.notifyAddr[index] = this.notifyArea.address + at;
     if (this.irqMode !== "intx") {
       const vector = this.queueVector(index);
       this.cw(C.QUEUE_MSIX_VECTOR, 2, vector);
       if (this.cr(C.QUEUE_MSIX_VECTOR, 2) === VIRTIO_MSI_NO_VECTOR) {
-        return unavailable(`the device refused MSI-X vector ${vector} for queue ${index} (§4.1.5.1.2)`);
+        return unavailable(
+          `the device refused MSI-X vector ${vector} for queue ${index} (§4.1.5.1.2)`,
+        );
       }
     }
     this.cw(C.QUEUE_ENABLE, 2, 1);
@@ -468,7 +507,10 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
    */
   enableMsix(options: VirtioPciMsixOptions): VirtioPciIrqMode {
     const m = this.msix;
-    if (m === null) return (this.irqMode = "intx");
+    if (m === null) {
+      this.irqMode = "intx";
+      return this.irqMode;
+    }
     let vectors: number;
     let mode: VirtioPciIrqMode;
     if (options.perQueue !== false && m.tableSize >= 1 + options.numQueues) {
@@ -478,7 +520,8 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
       vectors = 2;
       mode = "msix-shared";
     } else {
-      return (this.irqMode = "intx");
+      this.irqMode = "intx";
+      return this.irqMode;
     }
     const ctlOff = m.capOffset + PCI_MSIX_FLAGS;
     const ctl = this.config.read(ctlOff, 2);
@@ -495,7 +538,8 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
     this.msiDataBase = options.dataBase;
     this.msiVectors = vectors;
     this.configVectorSet = false;
-    return (this.irqMode = mode);
+    this.irqMode = mode;
+    return mode;
   }
 
   /** Masks (or unmasks) one MSI-X table entry (one exit). */
@@ -512,7 +556,11 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
     this.softIsr = 0;
     if (m === null) return;
     const ctlOff = m.capOffset + PCI_MSIX_FLAGS;
-    this.config.write(ctlOff, 2, this.config.read(ctlOff, 2) & ~(PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL));
+    this.config.write(
+      ctlOff,
+      2,
+      this.config.read(ctlOff, 2) & ~(PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL),
+    );
   }
 
   /**
@@ -562,11 +610,23 @@ export function findCapability(config: PciConfigAccess, id: number, from: number
 /**
  * Linux `virtio_pci_find_capability`: the first vendor capability of `cfgType` whose BAR
  * is a real (0–5), implemented BAR. Structures with reserved BAR values are skipped.
+ * Unlike Linux, the walk is bounded even when vendor capabilities form a cycle.
  *
  * @returns its offset, or 0
  */
-export function findVirtioCap(config: PciConfigAccess, bars: readonly PciBarInfo[], cfgType: number): number {
-  for (let pos = findCapability(config, PCI_CAP_ID_VNDR, 0); pos > 0; pos = findCapability(config, PCI_CAP_ID_VNDR, pos)) {
+export function findVirtioCap(
+  config: PciConfigAccess,
+  bars: readonly PciBarInfo[],
+  cfgType: number,
+): number {
+  // Linux's loop restarts `pci_find_next_capability` from each match, so a list whose
+  // vendor capabilities point back at each other would spin forever; bound it.
+  let ttl = PCI_FIND_CAP_TTL;
+  for (
+    let pos = findCapability(config, PCI_CAP_ID_VNDR, 0);
+    pos > 0 && ttl > 0;
+    pos = findCapability(config, PCI_CAP_ID_VNDR, pos), ttl--
+  ) {
     const type = config.read(pos + VirtioPciCapOffset.CFG_TYPE, 1);
     const bar = config.read(pos + VirtioPciCapOffset.BAR, 1);
     if (bar >= PCI_NUM_BARS) continue;

@@ -18,8 +18,8 @@
  */
 
 import {
-  ADDRESS_LIMIT,
   type AccessSize,
+  ADDRESS_LIMIT,
   allOnes,
   combineAddress,
   type GuestMemory,
@@ -36,6 +36,7 @@ import {
 } from "@pvkit/platform";
 import type { VirtioDevice, VirtioInterrupt } from "../device.js";
 import {
+  VirtioPciCommonCfg as C,
   VIRTIO_MSI_NO_VECTOR,
   VIRTIO_PCI_CAP_COMMON_CFG,
   VIRTIO_PCI_CAP_DEVICE_CFG,
@@ -51,7 +52,6 @@ import {
   VIRTIO_PCI_NOTIFY_CAP_LEN,
   VIRTIO_PCI_VENDOR_ID,
   VirtioPciCapOffset,
-  VirtioPciCommonCfg as C,
   virtioPciClassCode,
   virtioPciDeviceId,
 } from "../pci-spec.js";
@@ -130,11 +130,17 @@ function align(n: number, a: number): number {
   return Math.ceil(n / a) * a;
 }
 
-function msixPart(shape: VirtioPciLayoutShape, bars: VirtioPciBarLayout[]): Partial<VirtioPciLayout> {
+function msixPart(
+  shape: VirtioPciLayoutShape,
+  bars: VirtioPciBarLayout[],
+): Partial<VirtioPciLayout> {
   if (shape.msixVectors <= 0) return {};
   bars.push({ index: 1, kind: "mem32" });
   const tableBytes = shape.msixVectors * 16;
-  return { msixTable: { bar: 1, offset: 0 }, msixPba: { bar: 1, offset: align(Math.max(0x800, tableBytes), 8) } };
+  return {
+    msixTable: { bar: 1, offset: 0 },
+    msixPba: { bar: 1, offset: align(Math.max(0x800, tableBytes), 8) },
+  };
 }
 
 /**
@@ -147,7 +153,10 @@ function msixPart(shape: VirtioPciLayoutShape, bars: VirtioPciBarLayout[]): Part
  *
  * Either way MSI-X (when `msixVectors > 0`) goes in BAR 1, 32-bit memory: table at 0, PBA at 0x800.
  */
-export function virtioPciLayout(preset: VirtioPciLayoutPreset, shape: VirtioPciLayoutShape): VirtioPciLayout {
+export function virtioPciLayout(
+  preset: VirtioPciLayoutPreset,
+  shape: VirtioPciLayoutShape,
+): VirtioPciLayout {
   const bars: VirtioPciBarLayout[] = [];
   if (preset === "io") {
     bars.push({ index: 0, kind: "io" });
@@ -323,7 +332,14 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
   readonly stats: VirtioPciStats = { ignored: 0, notifications: 0, isrReads: 0 };
 
   private readonly onIgnored: ((reason: string) => void) | undefined;
-  private readonly regions: (Region[] | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
+  private readonly regions: (Region[] | undefined)[] = [
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+  ];
   private readonly numQueues: number;
   private isrStatus = 0;
   private deviceFeatureSelect = 0;
@@ -347,9 +363,15 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
     this.irq = options.irq ?? new IrqLine(this.name);
     this.onIgnored = options.onIgnored;
     const vectors = options.msix?.vectors ?? 0;
-    const shape = { numQueues: device.numQueues, configSize: device.configSize, msixVectors: vectors };
+    const shape = {
+      numQueues: device.numQueues,
+      configSize: device.configSize,
+      msixVectors: vectors,
+    };
     const layout =
-      typeof options.layout === "object" ? options.layout : virtioPciLayout(options.layout ?? "mem64", shape);
+      typeof options.layout === "object"
+        ? options.layout
+        : virtioPciLayout(options.layout ?? "mem64", shape);
     this.layout = layout;
     this.queueVectors = new Uint16Array(this.numQueues).fill(VIRTIO_MSI_NO_VECTOR);
     this.addrHalves = new Uint32Array(this.numQueues * 6);
@@ -388,14 +410,20 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
     }
     this.msix = msix;
     for (const b of layout.bars) {
-      if (!Number.isInteger(b.index) || b.index < 0 || b.index >= PCI_NUM_BARS) throw new Error(`BAR index ${b.index} is not 0–5`);
+      if (!Number.isInteger(b.index) || b.index < 0 || b.index >= PCI_NUM_BARS)
+        throw new Error(`BAR index ${b.index} is not 0–5`);
       this.regions[b.index] = [];
     }
     for (const [where, length, kind, alignment] of wanted) {
       const bar = layout.bars.find((b) => b.index === where.bar);
-      if (bar === undefined) throw new Error(`structure ${kind} is placed in BAR ${where.bar}, which the layout does not declare`);
+      if (bar === undefined)
+        throw new Error(
+          `structure ${kind} is placed in BAR ${where.bar}, which the layout does not declare`,
+        );
       if (!Number.isInteger(where.offset) || where.offset < 0 || where.offset % alignment !== 0) {
-        throw new Error(`structure ${kind} at offset ${where.offset} is not ${alignment}-byte aligned`);
+        throw new Error(
+          `structure ${kind} at offset ${where.offset} is not ${alignment}-byte aligned`,
+        );
       }
       if ((kind === Kind.MSIX_TABLE || kind === Kind.MSIX_PBA) && bar.kind === "io") {
         throw new Error("the MSI-X table and PBA must be in a memory BAR (PCI 3.0 §6.8.2.4)");
@@ -405,7 +433,8 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
       const start = where.offset;
       const end = start + length;
       for (const r of list) {
-        if (start < r.end && r.start < end) throw new Error(`structures ${kind} and ${r.kind} overlap in BAR ${where.bar}`);
+        if (start < r.end && r.start < end)
+          throw new Error(`structures ${kind} and ${r.kind} overlap in BAR ${where.bar}`);
       }
       list.push({ start, end, kind });
     }
@@ -413,7 +442,8 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
       const list = this.regions[b.index] ?? [];
       const need = list.reduce((m, r) => Math.max(m, r.end), 0);
       const size = b.size ?? Math.max(nextPow2(need), b.kind === "io" ? 4 : 0x1000);
-      if (size < need) throw new Error(`BAR ${b.index} (${size} bytes) is too small for its structures (${need})`);
+      if (size < need)
+        throw new Error(`BAR ${b.index} (${size} bytes) is too small for its structures (${need})`);
       cfg.defineBar(b.index, {
         kind: b.kind,
         size,
@@ -423,7 +453,12 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
     }
 
     // §4.1.4: the vendor capabilities.
-    const common = this.addVirtioCap(VIRTIO_PCI_CAP_COMMON_CFG, layout.common, VIRTIO_PCI_COMMON_CFG_LEN, VIRTIO_PCI_CAP_LEN);
+    const common = this.addVirtioCap(
+      VIRTIO_PCI_CAP_COMMON_CFG,
+      layout.common,
+      VIRTIO_PCI_COMMON_CFG_LEN,
+      VIRTIO_PCI_CAP_LEN,
+    );
     const notify = this.addVirtioCap(
       VIRTIO_PCI_CAP_NOTIFY_CFG,
       layout.notify,
@@ -434,10 +469,21 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
     const isr = this.addVirtioCap(VIRTIO_PCI_CAP_ISR_CFG, layout.isr, 1, VIRTIO_PCI_CAP_LEN);
     const dev =
       device.configSize > 0
-        ? this.addVirtioCap(VIRTIO_PCI_CAP_DEVICE_CFG, layout.device, device.configSize, VIRTIO_PCI_CAP_LEN)
+        ? this.addVirtioCap(
+            VIRTIO_PCI_CAP_DEVICE_CFG,
+            layout.device,
+            device.configSize,
+            VIRTIO_PCI_CAP_LEN,
+          )
         : -1;
     // §4.1.4.9: the PCI configuration access window: bar, offset, length and data writable.
-    const pciCfg = this.addVirtioCap(VIRTIO_PCI_CAP_PCI_CFG, { bar: 0, offset: 0 }, 0, VIRTIO_PCI_CFG_CAP_LEN);
+    // Points at the common configuration until the driver aims it elsewhere.
+    const pciCfg = this.addVirtioCap(
+      VIRTIO_PCI_CAP_PCI_CFG,
+      { bar: layout.common.bar, offset: 0 },
+      0,
+      VIRTIO_PCI_CFG_CAP_LEN,
+    );
     cfg.setWriteMask(pciCfg + VirtioPciCapOffset.BAR, 1, 0xff);
     cfg.setWriteMask(pciCfg + VirtioPciCapOffset.OFFSET, 4, 0xffff_ffff);
     cfg.setWriteMask(pciCfg + VirtioPciCapOffset.LENGTH, 4, 0xffff_ffff);
@@ -455,7 +501,12 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
     device.bind(options.memory, this);
   }
 
-  private addVirtioCap(type: number, where: VirtioPciRegion, length: number, capLen: number): number {
+  private addVirtioCap(
+    type: number,
+    where: VirtioPciRegion,
+    length: number,
+    capLen: number,
+  ): number {
     const cfg = this.config;
     const p = cfg.addCapability(PCI_CAP_ID_VNDR, capLen);
     cfg.setU8(p + VirtioPciCapOffset.CAP_LEN, capLen);
@@ -518,7 +569,9 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
       return null;
     }
     if (offset % size !== 0) {
-      this.ignore(`unaligned ${size}-byte access at BAR ${bar} offset 0x${offset.toString(16)} (§4.1.3.1)`);
+      this.ignore(
+        `unaligned ${size}-byte access at BAR ${bar} offset 0x${offset.toString(16)} (§4.1.3.1)`,
+      );
       return null;
     }
     for (const r of list) {
@@ -622,7 +675,8 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
     const start = UNIT_START[off]!;
     const width = UNIT_WIDTH[start]!;
     if (off === start && size === width) return this.readUnit(start) >>> 0;
-    if (off + size <= start + width) return ((this.readUnit(start) >>> (8 * (off - start))) & SIZE_MASK[size]) >>> 0;
+    if (off + size <= start + width)
+      return ((this.readUnit(start) >>> (8 * (off - start))) & SIZE_MASK[size]) >>> 0;
     // A read spanning fields (the driver should not, §4.1.3.1): answer byte by byte.
     let v = 0;
     for (let b = off + size - 1; b >= off; b--) {
@@ -704,7 +758,9 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
     }
     // Per-queue fields.
     if (q === undefined) {
-      this.ignore(`common_cfg 0x${start.toString(16)} written with queue_select ${i} out of range (${this.numQueues} queues)`);
+      this.ignore(
+        `common_cfg 0x${start.toString(16)} written with queue_select ${i} out of range (${this.numQueues} queues)`,
+      );
       return;
     }
     switch (start) {
@@ -716,7 +772,9 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
         return;
     }
     if (q.ready) {
-      this.ignore(`queue ${i} field 0x${start.toString(16)} written while the queue is enabled (§4.1.4.3.2)`);
+      this.ignore(
+        `queue ${i} field 0x${start.toString(16)} written while the queue is enabled (§4.1.4.3.2)`,
+      );
       return;
     }
     if (start === C.QUEUE_SIZE) {
@@ -752,7 +810,9 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
       return;
     }
     if (this.addrWritten[i] !== 0b111) {
-      this.ignore(`queue ${i} enabled before its descriptor, driver and device addresses were written (§4.1.5.1.3)`);
+      this.ignore(
+        `queue ${i} enabled before its descriptor, driver and device addresses were written (§4.1.5.1.3)`,
+      );
       return;
     }
     // The device checks size, alignment and ranges; a bad ring makes it NEEDS_RESET.
@@ -767,7 +827,10 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
       return;
     }
     // §4.1.4.3: the field exists only once VIRTIO_F_RING_RESET has been negotiated.
-    if (!(d.status & VIRTIO_CONFIG_S_FEATURES_OK) || !hasFeature(d.driverFeatures, VIRTIO_F_RING_RESET)) {
+    if (
+      !(d.status & VIRTIO_CONFIG_S_FEATURES_OK) ||
+      !hasFeature(d.driverFeatures, VIRTIO_F_RING_RESET)
+    ) {
       this.ignore("queue_reset written without VIRTIO_F_RING_RESET negotiated (§4.1.4.3)");
       return;
     }
@@ -895,7 +958,7 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
     this.config.reset();
     this.msix?.reset();
     const p = this.capabilities.pciCfg;
-    this.config.setU8(p + VirtioPciCapOffset.BAR, 0);
+    this.config.setU8(p + VirtioPciCapOffset.BAR, this.layout.common.bar);
     this.config.setU32(p + VirtioPciCapOffset.OFFSET, 0);
     this.config.setU32(p + VirtioPciCapOffset.LENGTH, 0);
     this.config.setU32(p + VirtioPciCapOffset.PCI_CFG_DATA, 0);

@@ -1,0 +1,13 @@
+/**
+ * `@pvkit/platform/node`: the Node-only pieces — Ethernet over UDP datagrams
+ * (QEMU `-netdev dgram` compatible) and a pcap file writer.
+ *
+ * @packageDocumentation
+ */
+
+export { PcapFileWriter } from "./net/pcap-file.js";
+export {
+  UDP_MAX_PAYLOAD,
+  UdpSocketBackend,
+  type UdpSocketBackendOptions,
+} from "./net/udp-socket.js";
