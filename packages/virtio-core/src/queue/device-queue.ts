@@ -102,6 +102,9 @@ export class DeviceQueue {
   private usedWords: Uint16Array = new Uint16Array(0);
   private usedView: DataView = new DataView(new ArrayBuffer(0));
   private usedBase = 0;
+  // Bounds of guest memory when it is one region (flatEnd -1 otherwise).
+  private flatBase = 0;
+  private flatEnd = -1;
 
   // Ring state.
   private nextAvail = 0;
@@ -259,6 +262,9 @@ export class DeviceQueue {
     this.usedWords = usedWords;
     this.usedView = ur.view;
     this.usedBase = this.deviceAddr - ur.base;
+    const only = mem.regions.length === 1 ? mem.regions[0]! : null;
+    this.flatBase = only === null ? 0 : only.base;
+    this.flatEnd = only === null ? -1 : only.end;
     this.epoch = mem.epoch;
     const reg = this.chains;
     // Chains of another memory (a re-bind) are dropped; chains of this memory stay valid (its
@@ -273,6 +279,17 @@ export class DeviceQueue {
    *
    * @returns false when the rings can no longer be resolved (the queue is then stopped)
    */
+  /**
+   * The region holding `[addr, addr + len)` (§2.7.5: every buffer must be guest memory),
+   * or -1. `addr` is -1 or a safe integer and `len` a u32, so one-region memory needs
+   * only two comparisons (subtracting, never adding, so nothing rounds near 2^53).
+   */
+  private regionOf(addr: number, len: number, mem: GuestMemory): number {
+    if (addr < 0) return -1;
+    if (this.flatEnd >= 0) return addr >= this.flatBase && len <= this.flatEnd - addr ? 0 : -1;
+    return mem.locate(addr, len);
+  }
+
   private sync(): boolean {
     const mem = this.memory;
     if (mem === null) return false;
@@ -422,7 +439,7 @@ export class DeviceQueue {
           );
         }
         const addr = combineAddress(lo, hi);
-        const r = addr < 0 ? -1 : mem.locate(addr, len);
+        const r = this.regionOf(addr, len, mem);
         if (r < 0) {
           return this.reject(
             VirtioErrorCode.BUFFER_OUT_OF_RANGE,
@@ -456,7 +473,7 @@ export class DeviceQueue {
           );
         }
         const addr = combineAddress(lo, hi);
-        const r = addr < 0 ? -1 : mem.locate(addr, len);
+        const r = this.regionOf(addr, len, mem);
         if (r < 0) {
           return this.reject(
             VirtioErrorCode.BUFFER_OUT_OF_RANGE,
