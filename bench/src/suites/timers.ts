@@ -153,6 +153,7 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
     checks,
     notes: [
       "Exits are counted by the Bus (MMIO/PIO) and by the HypercallPort; ops/s is wall time of the in-process model.",
+      "In-process an exit is a function call, so ops/s does not show what an exit costs on hardware (hundreds to thousands of cycles, reference §6): compare the exits/op column. A pvclock read does real work (version protocol, 96-bit scaling) where an emulated register read here is a cheap call.",
     ],
     data: bestRows,
   };

@@ -128,7 +128,11 @@ const backends: Backend[] = [
   },
 ];
 
-describe.each(backends)("virtio-blk end to end over mmio with $name", ({ make }) => {
+const matrix = (["mmio", "pci"] as const).flatMap((transport) =>
+  backends.map((b) => ({ ...b, transport })),
+);
+
+describe.each(matrix)("virtio-blk end to end over $transport with $name", ({ make, transport }) => {
   it("serves random batches of concurrent requests byte-exact against a model", async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -136,6 +140,7 @@ describe.each(backends)("virtio-blk end to end over mmio with $name", ({ make })
         async (batches) => {
           const { backend, initial, raw } = await make();
           const rig = blkRig(backend, {
+            transport,
             device: { serial: "pvkit-disk-0001", maxInFlight: 8, numQueues: 2 },
           });
           const model = initial.slice();

@@ -1,10 +1,21 @@
 /**
  * `@pvkit/virtio-core/testing`: driver-side helpers for tests and benchmarks — a raw,
- * unvalidated split-queue builder and guest-memory canaries.
+ * unvalidated split-queue builder, guest-memory canaries, and a minimal guest that puts
+ * any device behind virtio-mmio or virtio-pci.
  *
  * @packageDocumentation
  */
 
+export {
+  deliverInterrupts,
+  firstDifference,
+  TEST_MMIO_BASE,
+  TEST_PCI_SLOT,
+  type TestGuest,
+  type TestGuestOptions,
+  type TestTransport,
+  testGuest,
+} from "./guest.js";
 export {
   type AddChainOptions,
   type ChainBuffer,
