@@ -7,13 +7,9 @@ import {
   type VirtioBlkOptions,
 } from "@pvkit/virtio-blk";
 import { DriverError } from "@pvkit/virtio-core";
-import {
-  deliverInterrupts,
-  firstDifference,
-  type TestTransport,
-  testGuest,
-} from "@pvkit/virtio-core/testing";
-import { expect } from "vitest";
+import { deliverInterrupts, type TestTransport, testGuest } from "@pvkit/virtio-core/testing";
+
+export { expectSameBytes } from "../../../test-utils/bytes.js";
 
 /** A guest with one virtio-blk disk, driver and device wired through a transport. */
 export interface BlkRig {
@@ -64,19 +60,4 @@ export function pattern(seed: number, length: number): Uint8Array {
     out[i] = x & 0xff;
   }
   return out;
-}
-
-/**
- * Asserts two byte arrays are equal, quickly (vitest's deep equality walks every index
- * as a property, which takes minutes on a disk image). On a mismatch, reports the first
- * differing offset and the bytes around it.
- */
-export function expectSameBytes(actual: Uint8Array, expected: Uint8Array): void {
-  const at = firstDifference(actual, expected);
-  if (at < 0) return;
-  expect({ length: actual.length, at, bytes: [...actual.subarray(at, at + 16)] }).toEqual({
-    length: expected.length,
-    at,
-    bytes: [...expected.subarray(at, at + 16)],
-  });
 }

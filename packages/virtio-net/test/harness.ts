@@ -1,23 +1,12 @@
 import {
-  assignPciBars,
-  Bus,
+  type Bus,
   fillTransportChecksum,
-  GuestMemory,
-  IrqLine,
+  type GuestMemory,
+  type IrqLine,
   type NetBackend,
-  PciConfigPortAccess,
-  PciHost,
 } from "@pvkit/platform";
-import {
-  DriverError,
-  GuestAllocator,
-  VIRTIO_MMIO_WINDOW,
-  type VirtioDriverTransport,
-  VirtioMmioDriverTransport,
-  VirtioMmioTransport,
-  VirtioPciDriverTransport,
-  VirtioPciTransport,
-} from "@pvkit/virtio-core";
+import { DriverError, type GuestAllocator, type VirtioDriverTransport } from "@pvkit/virtio-core";
+import { deliverInterrupts, type TestTransport, testGuest } from "@pvkit/virtio-core/testing";
 import {
   type NetFrameInfo,
   VirtioNetDevice,
@@ -25,25 +14,10 @@ import {
   type VirtioNetDriverOptions,
   type VirtioNetOptions,
 } from "@pvkit/virtio-net";
-import { expect } from "vitest";
 
-export type Transport = "mmio" | "pci";
+export { expectSameBytes } from "../../../test-utils/bytes.js";
 
-const MMIO_BASE = 0xfeb0_0000;
-const PCI_SLOT = 3;
-
-/** Delivers the interrupt a microtask after the exit that raised it, while the line stays high. */
-export function deliverInterrupts(irq: IrqLine, handler: () => void): void {
-  let scheduled = false;
-  irq.onChange((high) => {
-    if (!high || scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      for (let i = 0; i < 1000 && irq.level; i++) handler();
-    });
-  });
-}
+export type Transport = TestTransport;
 
 /** A received frame, copied. */
 export interface Received {
@@ -72,37 +46,12 @@ export function netDevice(
     memoryBytes?: number;
   } = {},
 ) {
-  const memory = GuestMemory.create(options.memoryBytes ?? 16 << 20);
-  const allocator = new GuestAllocator(0x1000, memory.end - 0x1000);
   const device = new VirtioNetDevice({ backend, ...options.device });
-  const bus = new Bus();
-  let irq: IrqLine;
-  let transport: VirtioDriverTransport;
-  if ((options.transport ?? "mmio") === "mmio") {
-    irq = new IrqLine("virtio-net");
-    bus.map(
-      "mmio",
-      MMIO_BASE,
-      VIRTIO_MMIO_WINDOW,
-      new VirtioMmioTransport({ device, memory, irq }),
-      "virtio-net",
-    );
-    const t = VirtioMmioDriverTransport.probe(bus, MMIO_BASE);
-    if (t instanceof DriverError) throw new Error(t.message);
-    transport = t;
-  } else {
-    const pci = new VirtioPciTransport({ device, memory, name: "net", layout: "mem64" });
-    const host = new PciHost(bus);
-    host.attach(pci, PCI_SLOT);
-    host.mapConfigPorts();
-    const cfg = new PciConfigPortAccess(bus, PCI_SLOT);
-    assignPciBars(cfg, { io: 0xc000, mem32: 0xfe00_0000, mem64: 0x8_0000_0000 });
-    const t = VirtioPciDriverTransport.probe(bus, cfg);
-    if (t instanceof DriverError) throw new Error(t.message);
-    irq = pci.irq;
-    transport = t;
-  }
-  return { memory, allocator, bus, irq, device, transport };
+  const g = testGuest(device, {
+    ...(options.transport === undefined ? {} : { transport: options.transport }),
+    ...(options.memoryBytes === undefined ? {} : { memoryBytes: options.memoryBytes }),
+  });
+  return { ...g, device };
 }
 
 /** A guest with a virtio-net NIC on `backend`; received frames are copied into `received`. */
@@ -193,20 +142,6 @@ export function udpFrame(
 /** The sequence number {@link udpFrame} put in a frame. */
 export function seqOf(frame: Uint8Array): number {
   return new DataView(frame.buffer, frame.byteOffset).getUint32(42, true);
-}
-
-/** Asserts two byte arrays are equal, quickly (never `toEqual` on big arrays). */
-export function expectSameBytes(actual: Uint8Array, expected: Uint8Array): void {
-  const a = Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength);
-  const b = Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength);
-  if (a.equals(b)) return;
-  let i = 0;
-  while (i < Math.min(a.length, b.length) && a[i] === b[i]) i++;
-  expect({ length: a.length, at: i, bytes: [...a.subarray(i, i + 16)] }).toEqual({
-    length: b.length,
-    at: i,
-    bytes: [...b.subarray(i, i + 16)],
-  });
 }
 
 /** Sum of every drop counter. */

@@ -109,18 +109,3 @@ export function deliverInterrupts(irq: IrqLine, handler: () => void): void {
     });
   });
 }
-
-/**
- * Asserts-free comparison of two byte arrays, fast on disk-sized arrays.
- *
- * @returns -1 when equal, else the first differing offset (or the shorter length)
- */
-export function firstDifference(actual: Uint8Array, expected: Uint8Array): number {
-  const n = Math.min(actual.length, expected.length);
-  const a = new DataView(actual.buffer, actual.byteOffset, actual.byteLength);
-  const b = new DataView(expected.buffer, expected.byteOffset, expected.byteLength);
-  let i = 0;
-  for (; i + 4 <= n; i += 4) if (a.getUint32(i) !== b.getUint32(i)) break;
-  for (; i < n; i++) if (actual[i] !== expected[i]) return i;
-  return actual.length === expected.length ? -1 : n;
-}

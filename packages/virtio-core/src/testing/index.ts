@@ -8,7 +8,6 @@
 
 export {
   deliverInterrupts,
-  firstDifference,
   TEST_MMIO_BASE,
   TEST_PCI_SLOT,
   type TestGuest,
