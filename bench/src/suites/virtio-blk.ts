@@ -14,20 +14,12 @@
  * @module
  */
 
-import { Bus, GuestMemory, IrqLine } from "@pvkit/platform";
 import { MemoryDisk, VirtioBlkDevice, VirtioBlkDriver, VirtioBlkType } from "@pvkit/virtio-blk";
-import {
-  DriverError,
-  GuestAllocator,
-  type GuestBuffer,
-  VIRTIO_MMIO_WINDOW,
-  VirtioMmioDriverTransport,
-  VirtioMmioTransport,
-} from "@pvkit/virtio-core";
+import { DriverError, type GuestBuffer } from "@pvkit/virtio-core";
+import { deliverInterrupts, testGuest } from "@pvkit/virtio-core/testing";
 import type { ResultCheck, Suite, SuiteOptions, SuiteResult } from "../suite.js";
 
 const DISK_BYTES = 256 << 20;
-const MMIO_BASE = 0xfeb0_0000;
 /** Target: 4 KiB random reads per second. */
 export const IOPS_TARGET = 1_000_000;
 /** Target: 64 KiB throughput as a fraction of memcpy bandwidth. */
@@ -75,33 +67,15 @@ interface Measured {
 
 /** One guest with one virtio-blk disk, driven through the batched driver path. */
 function rig(depth: number) {
-  const memory = GuestMemory.create(64 << 20);
-  const allocator = new GuestAllocator(0x1000, memory.end - 0x1000);
-  const irq = new IrqLine("virtio-blk");
   const disk = new MemoryDisk(DISK_BYTES);
   disk.bytes.fill(1); // commit every page up front, as a real disk image in RAM would be
   const device = new VirtioBlkDevice({ backend: disk, queueSize: 256, maxInFlight: 256 });
-  const bus = new Bus();
-  bus.map(
-    "mmio",
-    MMIO_BASE,
-    VIRTIO_MMIO_WINDOW,
-    new VirtioMmioTransport({ device, memory, irq }),
-    "virtio-blk",
-  );
-  const t = VirtioMmioDriverTransport.probe(bus, MMIO_BASE);
-  if (t instanceof DriverError) throw new Error(t.message);
-  const driver = VirtioBlkDriver.create(t, { memory, allocator, queueSize: 256 });
+  const { memory, allocator, bus, irq, transport } = testGuest(device, { memoryBytes: 64 << 20 });
+  const route = { handler: (): void => {} };
+  deliverInterrupts(irq, () => route.handler());
+  const driver = VirtioBlkDriver.create(transport, { memory, allocator, queueSize: 256 });
   if (driver instanceof DriverError) throw new Error(driver.message);
-  let scheduled = false;
-  irq.onChange((high) => {
-    if (!high || scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      while (irq.level) driver.onInterrupt();
-    });
-  });
+  route.handler = () => driver.onInterrupt();
   const buffers: GuestBuffer[][] = [];
   for (let i = 0; i < depth; i++)
     buffers.push([{ addr: allocator.alloc(65536, 4096), len: 65536 }]);

@@ -10,27 +10,12 @@
  * @module
  */
 
-import {
-  Bus,
-  GuestMemory,
-  IrqLine,
-  type NetBackend,
-  type NetEndpoint,
-  newNetBackendStats,
-} from "@pvkit/platform";
-import {
-  DriverError,
-  featureMask,
-  GuestAllocator,
-  VIRTIO_F_EVENT_IDX,
-  VIRTIO_MMIO_WINDOW,
-  VirtioMmioDriverTransport,
-  VirtioMmioTransport,
-} from "@pvkit/virtio-core";
+import { type NetBackend, type NetEndpoint, newNetBackendStats } from "@pvkit/platform";
+import { DriverError, featureMask, VIRTIO_F_EVENT_IDX } from "@pvkit/virtio-core";
+import { deliverInterrupts, testGuest } from "@pvkit/virtio-core/testing";
 import { VirtioNetDevice, VirtioNetDriver } from "@pvkit/virtio-net";
 import type { ResultCheck, Suite, SuiteOptions, SuiteResult } from "../suite.js";
 
-const MMIO_BASE = 0xfeb0_0000;
 /** Target: exits per packet with EVENT_IDX and batches of 256. */
 export const EXITS_TARGET = 0.05;
 
@@ -55,33 +40,13 @@ class BenchBackend implements NetBackend {
 }
 
 function rig(eventIdx: boolean) {
-  const memory = GuestMemory.create(32 << 20);
-  const allocator = new GuestAllocator(0x1000, memory.end - 0x1000);
-  const irq = new IrqLine("virtio-net");
   const backend = new BenchBackend();
   const device = new VirtioNetDevice({ backend, queueSize: 256, rxPending: 1024 });
-  const bus = new Bus();
-  bus.map(
-    "mmio",
-    MMIO_BASE,
-    VIRTIO_MMIO_WINDOW,
-    new VirtioMmioTransport({ device, memory, irq }),
-    "virtio-net",
-  );
-  const t = VirtioMmioDriverTransport.probe(bus, MMIO_BASE);
-  if (t instanceof DriverError) throw new Error(t.message);
+  const { memory, allocator, bus, irq, transport } = testGuest(device, { memoryBytes: 32 << 20 });
   let received = 0;
   const route = { handler: (): void => {} };
-  let scheduled = false;
-  irq.onChange((high) => {
-    if (!high || scheduled) return;
-    scheduled = true;
-    queueMicrotask(() => {
-      scheduled = false;
-      for (let i = 0; i < 100 && irq.level; i++) route.handler();
-    });
-  });
-  const driver = VirtioNetDriver.create(t, {
+  deliverInterrupts(irq, () => route.handler());
+  const driver = VirtioNetDriver.create(transport, {
     memory,
     allocator,
     queueSize: 256,

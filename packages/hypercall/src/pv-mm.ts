@@ -83,6 +83,20 @@ const EACCES = -XenErrno.EACCES;
 const EOPNOTSUPP = -XenErrno.EOPNOTSUPP;
 const ERESTART = -XenErrno.ERESTART;
 
+/** The decoded arguments of a batched MMU hypercall (`mmu_update`, `mmuext_op`). */
+interface MmuBatch {
+  /** Guest address of the first request of this run. */
+  readonly list: number;
+  /** Requests in this run (`MMU_UPDATE_PREEMPTED` stripped). */
+  readonly count: number;
+  /** Guest address of the done counter, or 0 for none. */
+  readonly pdone: number;
+  /** The `foreigndom` argument as passed. */
+  readonly foreigndom: number;
+  /** Requests done by the earlier, preempted runs of this batch (read from `*pdone`). */
+  readonly done: number;
+}
+
 /**
  * Whether an L4 slot belongs to Xen in a 64-bit PV L4 (`!is_guest_l4_slot`).
  *
@@ -539,20 +553,8 @@ export class PvMm {
   mmuUpdate(v: Vcpu): number {
     const hv = this.hv;
     const d = v.domain;
-    const regs = v.regs;
-    const reqs = hv.regNum(v, 0);
-    let count = regs[2]!;
-    const pdone = hv.regNum(v, 2);
-    const foreigndom = regs[6]!;
-    let done = 0;
-    if ((count & MMU_UPDATE_PREEMPTED) !== 0) {
-      count = (count & ~MMU_UPDATE_PREEMPTED) >>> 0;
-      if (pdone !== 0) {
-        const prev = hv.readGuestU32(d, pdone);
-        if (prev >= 0) done = prev;
-      }
-    }
-    let rc = this.resolveOwners(d, foreigndom);
+    const batch = this.readBatch(v);
+    let rc = this.resolveOwners(d, batch.foreigndom);
     if (rc < 0) return rc;
     const ptOwner = this.ptOwner!;
     const pgOwner = this.pgOwner!;
@@ -560,16 +562,13 @@ export class PvMm {
     const req = this.pair;
     const val = this.pair2;
     let i = 0;
-    for (; i < count; i++) {
+    for (; i < batch.count; i++) {
       if (i > 0 && hv.preemptCheck(v)) {
-        hv.setRegNum(v, 0, reqs + i * MmuUpdateLayout.size);
-        regs[2] = ((count - i) | MMU_UPDATE_PREEMPTED) >>> 0;
-        regs[3] = 0;
-        if (pdone !== 0) hv.writeGuestU32(d, pdone, done + i);
+        this.preemptBatch(v, batch, i, MmuUpdateLayout.size);
         this.finishBatch(ptOwner);
         return ERESTART;
       }
-      const at = reqs + i * MmuUpdateLayout.size;
+      const at = batch.list + i * MmuUpdateLayout.size;
       if (
         hv.readGuestU64(d, at + MmuUpdateLayout.ptr, req) < 0 ||
         hv.readGuestU64(d, at + MmuUpdateLayout.val, val) < 0
@@ -584,9 +583,57 @@ export class PvMm {
       this.stats.updates++;
     }
     if (rc < 0) this.stats.rejected++;
-    done += i;
     this.finishBatch(ptOwner);
-    if (pdone !== 0 && hv.writeGuestU32(d, pdone, done) < 0 && rc === 0) rc = EFAULT;
+    return this.endBatch(v, batch, i, rc);
+  }
+
+  /**
+   * Decodes the `(list, count, pdone, foreigndom)` arguments shared by `mmu_update` and
+   * `mmuext_op`. A `count` carrying {@link MMU_UPDATE_PREEMPTED} is a continuation: the flag
+   * is stripped and the requests already done are read back from `*pdone`.
+   */
+  private readBatch(v: Vcpu): MmuBatch {
+    const hv = this.hv;
+    const regs = v.regs;
+    const list = hv.regNum(v, 0);
+    let count = regs[2]!;
+    const pdone = hv.regNum(v, 2);
+    const foreigndom = regs[6]!;
+    let done = 0;
+    if ((count & MMU_UPDATE_PREEMPTED) !== 0) {
+      count = (count & ~MMU_UPDATE_PREEMPTED) >>> 0;
+      if (pdone !== 0) {
+        const prev = hv.readGuestU32(v.domain, pdone);
+        if (prev >= 0) done = prev;
+      }
+    }
+    return { list, count, pdone, foreigndom, done };
+  }
+
+  /**
+   * Leaves the continuation of a batch preempted before request `i`: the list pointer moves
+   * to request `i`, `count` holds the rest with {@link MMU_UPDATE_PREEMPTED}, and `*pdone`
+   * the requests done so far.
+   */
+  private preemptBatch(v: Vcpu, batch: MmuBatch, i: number, size: number): void {
+    const hv = this.hv;
+    const regs = v.regs;
+    hv.setRegNum(v, 0, batch.list + i * size);
+    regs[2] = ((batch.count - i) | MMU_UPDATE_PREEMPTED) >>> 0;
+    regs[3] = 0;
+    if (batch.pdone !== 0) hv.writeGuestU32(v.domain, batch.pdone, batch.done + i);
+  }
+
+  /**
+   * Ends a batch that stopped after `i` requests: writes `*pdone`.
+   *
+   * @returns `rc`, or `-EFAULT` when `rc` is 0 and `*pdone` cannot be written
+   */
+  private endBatch(v: Vcpu, batch: MmuBatch, i: number, rc: number): number {
+    const done = batch.done + i;
+    if (batch.pdone !== 0 && this.hv.writeGuestU32(v.domain, batch.pdone, done) < 0 && rc === 0) {
+      return EFAULT;
+    }
     return rc;
   }
 
@@ -663,34 +710,19 @@ export class PvMm {
   mmuextOp(v: Vcpu): number {
     const hv = this.hv;
     const d = v.domain;
-    const regs = v.regs;
-    const ops = hv.regNum(v, 0);
-    let count = regs[2]!;
-    const pdone = hv.regNum(v, 2);
-    const foreigndom = regs[6]!;
-    let done = 0;
-    if ((count & MMU_UPDATE_PREEMPTED) !== 0) {
-      count = (count & ~MMU_UPDATE_PREEMPTED) >>> 0;
-      if (pdone !== 0) {
-        const prev = hv.readGuestU32(d, pdone);
-        if (prev >= 0) done = prev;
-      }
-    }
-    let rc = this.resolveOwners(d, foreigndom & 0xffff);
+    const batch = this.readBatch(v);
+    let rc = this.resolveOwners(d, batch.foreigndom & 0xffff);
     if (rc < 0) return rc;
     const pgOwner = this.pgOwner!;
     const a1 = this.pair;
     const a2 = this.pair2;
     let i = 0;
-    for (; i < count; i++) {
+    for (; i < batch.count; i++) {
       if (i > 0 && hv.preemptCheck(v)) {
-        hv.setRegNum(v, 0, ops + i * MmuextOpLayout.size);
-        regs[2] = ((count - i) | MMU_UPDATE_PREEMPTED) >>> 0;
-        regs[3] = 0;
-        if (pdone !== 0) hv.writeGuestU32(d, pdone, done + i);
+        this.preemptBatch(v, batch, i, MmuextOpLayout.size);
         return ERESTART;
       }
-      const at = ops + i * MmuextOpLayout.size;
+      const at = batch.list + i * MmuextOpLayout.size;
       const cmd = hv.readGuestU32(d, at + MmuextOpLayout.cmd);
       if (
         cmd < 0 ||
@@ -703,9 +735,7 @@ export class PvMm {
       rc = this.oneExt(v, cmd, a1[1]! * 2 ** 32 + a1[0]!, a2[1]! * 2 ** 32 + a2[0]!, pgOwner);
       if (rc < 0) break;
     }
-    done += i;
-    if (pdone !== 0 && hv.writeGuestU32(d, pdone, done) < 0 && rc === 0) rc = EFAULT;
-    return rc;
+    return this.endBatch(v, batch, i, rc);
   }
 
   private oneExt(v: Vcpu, cmd: number, arg1: number, arg2: number, pgOwner: Domain): number {

@@ -7,8 +7,11 @@
  */
 
 /**
- * Every error code of `@pvkit/virtio-core`. Queue-corruption codes put the device into
- * DEVICE_NEEDS_RESET (DESIGN.md, "A hostile guest").
+ * Every error code of `@pvkit/virtio-core`, one table for both sides. Device side: what
+ * a hostile guest did; the queue-corruption codes put the device into DEVICE_NEEDS_RESET
+ * (DESIGN.md, "A hostile guest"). Driver side: what a driver meets — a full ring, a
+ * device that breaks the ring protocol (Linux's `BAD_RING`), a device that refuses
+ * features during initialisation (§3.1.1).
  */
 export const VirtioErrorCode = {
   /** §2.7.13.3: avail.idx moved ahead of the device by more than the queue size. */
@@ -19,7 +22,10 @@ export const VirtioErrorCode = {
   HEAD_IN_USE: "HEAD_IN_USE",
   /** §2.7.5: a descriptor's `next` is ≥ the queue (or indirect table) size. */
   NEXT_OUT_OF_RANGE: "NEXT_OUT_OF_RANGE",
-  /** §2.7.5.2 / §2.7.5.3.1: the chain is longer than the queue size (or loops). */
+  /**
+   * §2.7.5.2 / §2.7.5.3.1: the chain is longer than the queue size (or loops); on the
+   * driver side, a chain that could never be added (too many buffers or over 2^32 bytes).
+   */
   CHAIN_TOO_LONG: "CHAIN_TOO_LONG",
   /** §2.7.5.2: the chain's lengths add up to more than 2^32 bytes. */
   CHAIN_TOO_BIG: "CHAIN_TOO_BIG",
@@ -47,6 +53,41 @@ export const VirtioErrorCode = {
   MALFORMED_REQUEST: "MALFORMED_REQUEST",
   /** §2.1.2 / device-specific: the device itself failed (e.g. activation). */
   DEVICE_FAILURE: "DEVICE_FAILURE",
+  // ── driver side ──
+  /** Not enough free descriptors for the chain (Linux `-ENOSPC`); retry after `getUsed`. */
+  NO_SPACE: "NO_SPACE",
+  /** `add` was given no buffers at all (§2.7.13.1: a chain has at least one descriptor). */
+  EMPTY_CHAIN: "EMPTY_CHAIN",
+  /** A buffer address or length cannot be described (not an integer, length ≥ 2^32, outside guest memory). */
+  BAD_BUFFER: "BAD_BUFFER",
+  /** The queue was marked broken by an earlier device fault; reset the device. */
+  QUEUE_BROKEN: "QUEUE_BROKEN",
+  /** §2.7.8: the device returned a used id ≥ the queue size. */
+  USED_ID_OUT_OF_RANGE: "USED_ID_OUT_OF_RANGE",
+  /** §2.7.8: the device returned a used id that is not the head of an outstanding chain. */
+  USED_ID_NOT_HEAD: "USED_ID_NOT_HEAD",
+  /** §2.7.8.1: the device reported more bytes written than the chain's writable buffers hold. */
+  USED_LEN_TOO_BIG: "USED_LEN_TOO_BIG",
+  /** §2.7.8: used.idx moved ahead by more buffers than the driver has outstanding. */
+  USED_IDX_JUMP: "USED_IDX_JUMP",
+  /** §4.2.3.1.1: no virtio-mmio device at that address (bad magic or device id 0). */
+  NO_DEVICE: "NO_DEVICE",
+  /** §4.2.3.1.1: a virtio-mmio register layout version other than 2. */
+  UNSUPPORTED_VERSION: "UNSUPPORTED_VERSION",
+  /** §6.1: VIRTIO_F_VERSION_1 was not both offered and wanted. */
+  NO_VERSION_1: "NO_VERSION_1",
+  /** §3.1.1 step 6: the device cleared FEATURES_OK (it refused the feature subset). */
+  FEATURES_REJECTED: "FEATURES_REJECTED",
+  /** §4.2.3.2: the queue does not exist (QueueNumMax 0) or is already live. */
+  QUEUE_UNAVAILABLE: "QUEUE_UNAVAILABLE",
+  /** The guest allocator has no room for the rings. */
+  OUT_OF_MEMORY: "OUT_OF_MEMORY",
+  /** §2.5: the configuration generation kept changing; no consistent snapshot was read. */
+  CONFIG_UNSTABLE: "CONFIG_UNSTABLE",
+  /** §2.1.2: the device set DEVICE_NEEDS_RESET. */
+  DEVICE_NEEDS_RESET: "DEVICE_NEEDS_RESET",
+  /** The transport talks to a device of a different type than the driver drives. */
+  WRONG_DEVICE: "WRONG_DEVICE",
 } as const;
 
 /** One of the {@link VirtioErrorCode} values. */
@@ -72,4 +113,19 @@ export class VirtioError {
   toString(): string {
     return `${this.code}: ${this.message}`;
   }
+}
+
+/**
+ * A failure of the guest-side (driver) half, as a value: driver-side primitives return
+ * it, never throw it. Its code comes from the same {@link VirtioErrorCode} table.
+ */
+export class DriverError extends VirtioError {}
+
+/**
+ * Type guard for results that may be a {@link DriverError}.
+ *
+ * @param value - a result of a driver-side call
+ */
+export function isDriverError(value: unknown): value is DriverError {
+  return value instanceof DriverError;
 }

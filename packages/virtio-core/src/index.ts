@@ -30,7 +30,6 @@ export {
   type RingAddresses,
   type UsedBuffer,
 } from "./driver/driver-queue.js";
-export { DriverError, DriverErrorCode, isDriverError } from "./driver/errors.js";
 export {
   DRIVER_OK_STATUS,
   type InitVirtioOptions,
@@ -62,7 +61,7 @@ export {
   type VirtioRngDriverStats,
 } from "./driver/rng-driver.js";
 export type { ConfigAccessSize, VirtioDriverTransport } from "./driver/transport.js";
-export { VirtioError, VirtioErrorCode } from "./errors.js";
+export { DriverError, isDriverError, VirtioError, VirtioErrorCode } from "./errors.js";
 // ── transports (device side) ──
 export {
   VIRTIO_MSI_NO_VECTOR,

@@ -2,12 +2,12 @@ import { GuestMemory } from "@pvkit/platform";
 import {
   DeviceQueue,
   DriverError,
-  DriverErrorCode,
   DriverQueue,
   type GuestBuffer,
   splitQueueLayout,
   type UsedBuffer,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VirtioErrorCode,
 } from "@pvkit/virtio-core";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -127,7 +127,7 @@ describe.each([
             const goesIndirect = indirect && total > 1 && total <= 8;
             if ((goesIndirect ? 1 : total) > freeBefore) {
               expect(head).toBeInstanceOf(DriverError);
-              expect((head as DriverError).code).toBe(DriverErrorCode.NO_SPACE);
+              expect((head as DriverError).code).toBe(VirtioErrorCode.NO_SPACE);
               placed[t] = { outs: [], ins: [] };
               continue;
             }
@@ -205,7 +205,7 @@ describe.each([
       expect(typeof p.drv.add([{ addr: DATA_BASE, len: 1 }], [], 100 + t)).toBe("number");
     const full = p.drv.add([{ addr: DATA_BASE, len: 1 }], [], 999);
     expect(full).toBeInstanceOf(DriverError);
-    expect((full as DriverError).code).toBe(DriverErrorCode.NO_SPACE);
+    expect((full as DriverError).code).toBe(VirtioErrorCode.NO_SPACE);
     const seen = new Set<number>();
     for (const c of popAll(p.dev)) seen.add(c);
     expect(seen.size).toBe(8);
@@ -223,20 +223,20 @@ describe.each([
     expect(p.drv.stats.indirect).toBe(1);
     // Five buffers: more than a table holds and than the ring holds.
     const long = p.drv.add([b(0), b(1), b(2)], [b(3), b(4)], 2);
-    expect((long as DriverError).code).toBe(DriverErrorCode.CHAIN_TOO_LONG);
-    expect((p.drv.add([], [], 3) as DriverError).code).toBe(DriverErrorCode.EMPTY_CHAIN);
+    expect((long as DriverError).code).toBe(VirtioErrorCode.CHAIN_TOO_LONG);
+    expect((p.drv.add([], [], 3) as DriverError).code).toBe(VirtioErrorCode.EMPTY_CHAIN);
     expect((p.drv.add([{ addr: MEM_SIZE - 4, len: 8 }], [], 4) as DriverError).code).toBe(
-      DriverErrorCode.BAD_BUFFER,
+      VirtioErrorCode.BAD_BUFFER,
     );
     expect((p.drv.add([{ addr: 1.5, len: 8 }], [], 5) as DriverError).code).toBe(
-      DriverErrorCode.BAD_BUFFER,
+      VirtioErrorCode.BAD_BUFFER,
     );
     expect((p.drv.add([{ addr: 0, len: 2 ** 32 }], [], 6) as DriverError).code).toBe(
-      DriverErrorCode.BAD_BUFFER,
+      VirtioErrorCode.BAD_BUFFER,
     );
     expect(typeof p.drv.add([b(5)], [], 7)).toBe("number");
     const full = p.drv.add([b(6)], [], 8);
-    expect((full as DriverError).code).toBe(DriverErrorCode.NO_SPACE);
+    expect((full as DriverError).code).toBe(VirtioErrorCode.NO_SPACE);
     expect(p.drv.stats.full).toBe(1);
     expect(p.drv.stats.added).toBe(3);
     expect(p.drv.inFlight).toBe(3);
@@ -444,15 +444,15 @@ describe.each([
   });
 
   it("marks the queue broken (never throws) when the device returns a bad used element", () => {
-    const cases: Array<[string, (p: Pair, head: number) => void, DriverErrorCode]> = [
-      ["id out of range", (p) => writeUsed(p, 0, 16, 0, 1), DriverErrorCode.USED_ID_OUT_OF_RANGE],
+    const cases: Array<[string, (p: Pair, head: number) => void, VirtioErrorCode]> = [
+      ["id out of range", (p) => writeUsed(p, 0, 16, 0, 1), VirtioErrorCode.USED_ID_OUT_OF_RANGE],
       [
         "id not a head",
         (p, head) => writeUsed(p, 0, (head + 1) % 8, 0, 1),
-        DriverErrorCode.USED_ID_NOT_HEAD,
+        VirtioErrorCode.USED_ID_NOT_HEAD,
       ],
-      ["len too big", (p, head) => writeUsed(p, 0, head, 65, 1), DriverErrorCode.USED_LEN_TOO_BIG],
-      ["used.idx jump", (p, head) => writeUsed(p, 0, head, 0, 5), DriverErrorCode.USED_IDX_JUMP],
+      ["len too big", (p, head) => writeUsed(p, 0, head, 65, 1), VirtioErrorCode.USED_LEN_TOO_BIG],
+      ["used.idx jump", (p, head) => writeUsed(p, 0, head, 0, 5), VirtioErrorCode.USED_IDX_JUMP],
     ];
     for (const [name, corrupt, code] of cases) {
       const p = makePair(shared, 8);
@@ -469,7 +469,7 @@ describe.each([
       expect(p.drv.hasUsed()).toBe(false);
       expect(p.drv.inFlight).toBe(1); // the chain is not freed on a bad element
       const again = p.drv.add([{ addr: DATA_BASE, len: 8 }], [], 2);
-      expect((again as DriverError).code).toBe(DriverErrorCode.QUEUE_BROKEN);
+      expect((again as DriverError).code).toBe(VirtioErrorCode.QUEUE_BROKEN);
       // A reset clears it.
       expect(p.drv.detachUnused()).toEqual([1]);
       expect(p.drv.broken).toBe(false);

@@ -2,7 +2,6 @@ import { Bus, type BusMapping, GuestMemory, type IoHandler, IrqLine } from "@pvk
 import {
   DRIVER_OK_STATUS,
   DriverError,
-  DriverErrorCode,
   featureMask,
   GuestAllocator,
   initVirtioDevice,
@@ -15,6 +14,7 @@ import {
   VIRTIO_F_VERSION_1,
   VIRTIO_MMIO_WINDOW,
   VirtioDeviceBase,
+  VirtioErrorCode,
   VirtioMmio,
   VirtioMmioDriverTransport,
   VirtioMmioTransport,
@@ -189,9 +189,9 @@ describe("VirtioRngDriver ↔ virtio-mmio ↔ VirtioRngDevice through the Bus", 
     expect(irq.level).toBe(true);
     driver.onInterrupt();
     await expect(pending).rejects.toMatchObject({
-      cause: { code: DriverErrorCode.DEVICE_NEEDS_RESET },
+      cause: { code: VirtioErrorCode.DEVICE_NEEDS_RESET },
     });
-    expect(driver.failure?.code).toBe(DriverErrorCode.DEVICE_NEEDS_RESET);
+    expect(driver.failure?.code).toBe(VirtioErrorCode.DEVICE_NEEDS_RESET);
     await expect(driver.read(1)).rejects.toThrow(/NEEDS_RESET/);
     driver.reset();
     expect(device.status).toBe(0);
@@ -216,7 +216,7 @@ describe("VirtioRngDriver ↔ virtio-mmio ↔ VirtioRngDevice through the Bus", 
     transport.signalUsed(0);
     expect(() => driver.onInterrupt()).not.toThrow();
     await expect(pending).rejects.toMatchObject({
-      cause: { code: DriverErrorCode.USED_ID_OUT_OF_RANGE },
+      cause: { code: VirtioErrorCode.USED_ID_OUT_OF_RANGE },
     });
   });
 });
@@ -251,7 +251,7 @@ describe("initVirtioDevice and probing failures", () => {
   it("refuses an empty slot, a legacy device and a placeholder", () => {
     const { bus } = mapped(new PickyDevice(0));
     expect((VirtioMmioDriverTransport.probe(bus, 0x1000) as DriverError).code).toBe(
-      DriverErrorCode.NO_DEVICE,
+      VirtioErrorCode.NO_DEVICE,
     );
     const legacy: IoHandler = {
       read: (o) => (o === 0 ? 0x74726976 : o === 4 ? 1 : 3),
@@ -259,7 +259,7 @@ describe("initVirtioDevice and probing failures", () => {
     };
     const l = mapped(legacy);
     expect((VirtioMmioDriverTransport.probe(l.bus, BASE) as DriverError).code).toBe(
-      DriverErrorCode.UNSUPPORTED_VERSION,
+      VirtioErrorCode.UNSUPPORTED_VERSION,
     );
     const empty: IoHandler = {
       read: (o) => (o === 0 ? 0x74726976 : o === 4 ? 2 : 0),
@@ -267,7 +267,7 @@ describe("initVirtioDevice and probing failures", () => {
     };
     const e = mapped(empty);
     expect((VirtioMmioDriverTransport.probe(e.bus, BASE) as DriverError).code).toBe(
-      DriverErrorCode.NO_DEVICE,
+      VirtioErrorCode.NO_DEVICE,
     );
     expect(e.bus.exits).toBe(3); // no VendorID read for a placeholder
   });
@@ -278,7 +278,7 @@ describe("initVirtioDevice and probing failures", () => {
     const t = VirtioMmioDriverTransport.probe(bus, BASE) as VirtioMmioDriverTransport;
     const all = featureMask(VIRTIO_F_VERSION_1, VIRTIO_F_EVENT_IDX);
     const r = initVirtioDevice(t, { wanted: all, memory, allocator });
-    expect((r as DriverError).code).toBe(DriverErrorCode.FEATURES_REJECTED);
+    expect((r as DriverError).code).toBe(VirtioErrorCode.FEATURES_REJECTED);
     expect(dev.status & VIRTIO_CONFIG_S_FAILED).toBe(VIRTIO_CONFIG_S_FAILED);
     expect(dev.status & VIRTIO_CONFIG_S_FEATURES_OK).toBe(0);
     expect(allocator.stats().allocations).toBe(0);
@@ -293,7 +293,7 @@ describe("initVirtioDevice and probing failures", () => {
     const { bus, memory, allocator } = mapped(dev);
     const t = VirtioMmioDriverTransport.probe(bus, BASE) as VirtioMmioDriverTransport;
     expect((initVirtioDevice(t, { wanted: 0n, memory, allocator }) as DriverError).code).toBe(
-      DriverErrorCode.NO_VERSION_1,
+      VirtioErrorCode.NO_VERSION_1,
     );
     const r = initVirtioDevice(t, {
       wanted: featureMask(VIRTIO_F_VERSION_1),
@@ -301,7 +301,7 @@ describe("initVirtioDevice and probing failures", () => {
       allocator,
       queueSizes: [4, 4],
     });
-    expect((r as DriverError).code).toBe(DriverErrorCode.QUEUE_UNAVAILABLE);
+    expect((r as DriverError).code).toBe(VirtioErrorCode.QUEUE_UNAVAILABLE);
     expect(dev.status & VIRTIO_CONFIG_S_FAILED).toBe(VIRTIO_CONFIG_S_FAILED);
     expect(allocator.stats().allocations).toBe(0); // queue 0's ring was given back
     const tiny = new GuestAllocator(0x1_0000, 100);
@@ -310,9 +310,9 @@ describe("initVirtioDevice and probing failures", () => {
       memory,
       allocator: tiny,
     });
-    expect((oom as DriverError).code).toBe(DriverErrorCode.OUT_OF_MEMORY);
+    expect((oom as DriverError).code).toBe(VirtioErrorCode.OUT_OF_MEMORY);
     expect(VirtioRngDriver.create(t, { memory, allocator })).toMatchObject({
-      code: DriverErrorCode.WRONG_DEVICE,
+      code: VirtioErrorCode.WRONG_DEVICE,
     });
   });
 
@@ -346,7 +346,7 @@ describe("initVirtioDevice and probing failures", () => {
     const r = mapped(restless);
     const t2 = VirtioMmioDriverTransport.probe(r.bus, BASE) as VirtioMmioDriverTransport;
     expect((readConfigStable(t2, (tr) => tr.readConfig(0, 4), 5) as DriverError).code).toBe(
-      DriverErrorCode.CONFIG_UNSTABLE,
+      VirtioErrorCode.CONFIG_UNSTABLE,
     );
   });
 });

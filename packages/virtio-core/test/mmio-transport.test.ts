@@ -3,16 +3,16 @@ import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE as ACK,
   VIRTIO_CONFIG_S_DRIVER as DRIVER,
   VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK,
-  VIRTIO_F_EVENT_IDX,
-  VIRTIO_F_INDIRECT_DESC,
-  VIRTIO_F_VERSION_1,
   VIRTIO_CONFIG_S_FAILED as FAILED,
   VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK,
   VIRTIO_CONFIG_S_NEEDS_RESET as NEEDS_RESET,
+  VirtioMmio as R,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_VERSION_1,
   VIRTIO_MMIO_WINDOW,
   VirtioDeviceBase,
   type VirtioError,
-  VirtioMmio as R,
   VirtioMmioTransport,
   VirtioRngDevice,
 } from "@pvkit/virtio-core";
@@ -48,7 +48,8 @@ function setup<D extends VirtioDeviceBase>(device: D) {
   const bus = new Bus();
   bus.map("mmio", BASE, VIRTIO_MMIO_WINDOW, transport, "dev");
   const r = (off: number, size: 1 | 2 | 4 = 4) => bus.read("mmio", BASE + off, size);
-  const w = (off: number, value: number, size: 1 | 2 | 4 = 4) => bus.write("mmio", BASE + off, size, value);
+  const w = (off: number, value: number, size: 1 | 2 | 4 = 4) =>
+    bus.write("mmio", BASE + off, size, value);
   const negotiate = (hi: number, lo: number) => {
     w(R.STATUS, 0);
     w(R.STATUS, ACK);
@@ -245,21 +246,24 @@ describe("queue configuration through mmio", () => {
     ["a size of zero", 0, DESC, "BAD_QUEUE_SIZE"],
     ["a misaligned descriptor table", 8, DESC + 8, "RING_MISALIGNED"],
     ["a descriptor table past the end of memory", 8, (1 << 20) - 64, "RING_OUT_OF_RANGE"],
-  ])("enabling a queue with %s leaves it disabled and sets NEEDS_RESET", (_name, size, desc, code) => {
-    const { r, w, negotiate, device } = setup(new ConfigDevice());
-    const errors: VirtioError[] = [];
-    device.on("needsReset", (e) => errors.push(e));
-    negotiate(1, 0);
-    w(R.QUEUE_SEL, 0);
-    w(R.QUEUE_NUM, size);
-    w(R.QUEUE_DESC_LOW, desc);
-    w(R.QUEUE_DRIVER_LOW, AVAIL);
-    w(R.QUEUE_DEVICE_LOW, USED);
-    w(R.QUEUE_READY, 1);
-    expect(r(R.QUEUE_READY)).toBe(0);
-    expect(r(R.STATUS) & NEEDS_RESET).toBe(NEEDS_RESET);
-    expect(errors.map((e) => e.code)).toEqual([code]);
-  });
+  ])(
+    "enabling a queue with %s leaves it disabled and sets NEEDS_RESET",
+    (_name, size, desc, code) => {
+      const { r, w, negotiate, device } = setup(new ConfigDevice());
+      const errors: VirtioError[] = [];
+      device.on("needsReset", (e) => errors.push(e));
+      negotiate(1, 0);
+      w(R.QUEUE_SEL, 0);
+      w(R.QUEUE_NUM, size);
+      w(R.QUEUE_DESC_LOW, desc);
+      w(R.QUEUE_DRIVER_LOW, AVAIL);
+      w(R.QUEUE_DEVICE_LOW, USED);
+      w(R.QUEUE_READY, 1);
+      expect(r(R.QUEUE_READY)).toBe(0);
+      expect(r(R.STATUS) & NEEDS_RESET).toBe(NEEDS_RESET);
+      expect(errors.map((e) => e.code)).toEqual([code]);
+    },
+  );
 
   it("treats a 64-bit ring address at or above 2^53 as out of range, not rounded", () => {
     const { r, w, negotiate, device } = setup(new ConfigDevice());
@@ -302,7 +306,10 @@ describe("VirtioRngDevice (§5.4)", () => {
     env.setupQueue(0, 8);
     env.w(R.STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
     let availIdx = 0;
-    const post = (descs: Array<[addr: number, len: number, flags: number, next: number]>, head = 0) => {
+    const post = (
+      descs: Array<[addr: number, len: number, flags: number, next: number]>,
+      head = 0,
+    ) => {
       descs.forEach(([addr, len, flags, next], i) => {
         const at = DESC + 16 * (head + i);
         env.memory.writeU32(at, addr);

@@ -10,10 +10,10 @@ import {
 import {
   DRIVER_OK_STATUS,
   DriverError,
-  DriverErrorCode,
   GuestAllocator,
   VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_MSI_NO_VECTOR,
+  VirtioErrorCode,
   VirtioPciDriverTransport,
   type VirtioPciLayoutPreset,
   VirtioPciTransport,
@@ -240,7 +240,7 @@ describe("virtio-rng end to end through modern virtio-pci", () => {
     expect(device.status & VIRTIO_CONFIG_S_NEEDS_RESET).toBe(VIRTIO_CONFIG_S_NEEDS_RESET);
     expect(messages.at(-1)!.data).toBe(MSI_DATA_BASE); // vector 0: configuration change
     await expect(next).rejects.toMatchObject({
-      cause: { code: DriverErrorCode.DEVICE_NEEDS_RESET },
+      cause: { code: VirtioErrorCode.DEVICE_NEEDS_RESET },
     });
     driver.reset();
     expect(device.status).toBe(0);

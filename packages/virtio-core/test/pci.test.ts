@@ -25,7 +25,6 @@ import {
   VIRTIO_CONFIG_S_DRIVER as DRIVER,
   VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK,
   DriverError,
-  DriverErrorCode,
   VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK,
   featureMask,
   findCapability,
@@ -44,6 +43,7 @@ import {
   VIRTIO_PCI_ISR_CONFIG,
   VIRTIO_PCI_ISR_QUEUE,
   VirtioDeviceBase,
+  VirtioErrorCode,
   VirtioPciDriverTransport,
   type VirtioPciLayout,
   type VirtioPciLayoutPreset,
@@ -417,7 +417,7 @@ describe("capability walk as Linux's virtio_pci_modern probe does", () => {
     // Nothing in slot 9: the vendor reads as 0xffff.
     const none = VirtioPciDriverTransport.probe(bus, new PciConfigPortAccess(bus, 9));
     expect(none).toBeInstanceOf(DriverError);
-    expect((none as DriverError).code).toBe(DriverErrorCode.NO_DEVICE);
+    expect((none as DriverError).code).toBe(VirtioErrorCode.NO_DEVICE);
   });
 });
 

@@ -14,7 +14,6 @@
 import type { GuestMemory } from "@pvkit/platform";
 import {
   DriverError,
-  DriverErrorCode,
   type DriverQueue,
   featureMask,
   type GuestAllocator,
@@ -27,6 +26,7 @@ import {
   VIRTIO_F_VERSION_1,
   VirtioDeviceId,
   type VirtioDriverTransport,
+  VirtioErrorCode,
 } from "@pvkit/virtio-core";
 import {
   VirtioBlkConfig as C,
@@ -203,7 +203,7 @@ export class VirtioBlkDriver {
   ): VirtioBlkDriver | DriverError {
     if (transport.deviceId !== VirtioDeviceId.BLOCK) {
       return new DriverError(
-        DriverErrorCode.WRONG_DEVICE,
+        VirtioErrorCode.WRONG_DEVICE,
         `device id ${transport.deviceId} is not virtio-blk (2)`,
       );
     }
@@ -246,7 +246,7 @@ export class VirtioBlkDriver {
     for (const q of dev.queues) slotCount += q.size;
     const slots = options.allocator.alloc(slotCount * SLOT_BYTES, 16);
     if (slots < 0)
-      return new DriverError(DriverErrorCode.OUT_OF_MEMORY, "no guest memory for request headers");
+      return new DriverError(VirtioErrorCode.OUT_OF_MEMORY, "no guest memory for request headers");
     return new VirtioBlkDriver(
       transport,
       options.memory,
@@ -458,7 +458,7 @@ export class VirtioBlkDriver {
     if (head instanceof DriverError) {
       this.freeSlots.push(slot);
       t.slot = -1;
-      if (head.code === DriverErrorCode.NO_SPACE) {
+      if (head.code === VirtioErrorCode.NO_SPACE) {
         this.waiting.push(w);
         this.stats.backlogged++;
         return false;

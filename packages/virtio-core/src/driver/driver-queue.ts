@@ -28,6 +28,7 @@
  */
 
 import type { GuestMemory } from "@pvkit/platform";
+import { DriverError, VirtioErrorCode } from "../errors.js";
 import { loadIndex, storeIndex, wordsOver } from "../ring-access.js";
 import {
   availRingBytes,
@@ -46,7 +47,6 @@ import {
   VIRTQ_USED_F_NO_NOTIFY,
   vringNeedEvent,
 } from "../spec.js";
-import { DriverError, DriverErrorCode } from "./errors.js";
 
 /** One guest buffer: a guest-physical address and a length in bytes. */
 export interface GuestBuffer {
@@ -304,7 +304,7 @@ export class DriverQueue<T> {
     if (mem.epoch === this.epoch) return true;
     const err = this.resolve();
     if (err === undefined) return true;
-    this.error = new DriverError(DriverErrorCode.QUEUE_BROKEN, err, this.index);
+    this.error = new DriverError(VirtioErrorCode.QUEUE_BROKEN, err, this.index);
     return false;
   }
 
@@ -335,7 +335,7 @@ export class DriverQueue<T> {
     storeIndex(this.availWords, 2 + n, 0, this.shared);
   }
 
-  private bad(code: DriverErrorCode, message: string): DriverError {
+  private bad(code: VirtioErrorCode, message: string): DriverError {
     return new DriverError(code, message, this.index);
   }
 
@@ -371,21 +371,21 @@ export class DriverQueue<T> {
   add(out: readonly GuestBuffer[], inBufs: readonly GuestBuffer[], token: T): number | DriverError {
     if (this.error !== null)
       return this.bad(
-        DriverErrorCode.QUEUE_BROKEN,
+        VirtioErrorCode.QUEUE_BROKEN,
         `queue ${this.index} is broken: ${this.error.message}`,
       );
     if (!this.fresh()) return this.error!;
     const nOut = out.length;
     const total = nOut + inBufs.length;
     if (total === 0)
-      return this.bad(DriverErrorCode.EMPTY_CHAIN, "a chain needs at least one buffer (§2.7.13.1)");
+      return this.bad(VirtioErrorCode.EMPTY_CHAIN, "a chain needs at least one buffer (§2.7.13.1)");
     let bytes = 0;
     let writable = 0;
     for (let i = 0; i < total; i++) {
       const len = this.checkBuffer(i < nOut ? out[i]! : inBufs[i - nOut]!);
       if (len < 0) {
         return this.bad(
-          DriverErrorCode.BAD_BUFFER,
+          VirtioErrorCode.BAD_BUFFER,
           `buffer ${i} is not a valid guest range below 2^53 with length < 2^32`,
         );
       }
@@ -394,7 +394,7 @@ export class DriverQueue<T> {
     }
     if (bytes > VIRTQ_MAX_CHAIN_BYTES) {
       return this.bad(
-        DriverErrorCode.CHAIN_TOO_LONG,
+        VirtioErrorCode.CHAIN_TOO_LONG,
         `chain of ${bytes} bytes exceeds 2^32 (§2.7.5.2)`,
       );
     }
@@ -405,14 +405,14 @@ export class DriverQueue<T> {
       (total > this.threshold || this.free < total);
     if (!useIndirect && total > this.size) {
       return this.bad(
-        DriverErrorCode.CHAIN_TOO_LONG,
+        VirtioErrorCode.CHAIN_TOO_LONG,
         `chain of ${total} descriptors exceeds queue size ${this.size} (§2.7.5.2)`,
       );
     }
     const needed = useIndirect ? 1 : total;
     if (this.free < needed) {
       this.stats.full++;
-      return this.bad(DriverErrorCode.NO_SPACE, `${needed} descriptors needed, ${this.free} free`);
+      return this.bad(VirtioErrorCode.NO_SPACE, `${needed} descriptors needed, ${this.free} free`);
     }
 
     const head = this.freeHead;
@@ -528,7 +528,7 @@ export class DriverQueue<T> {
     return loadIndex(this.usedWords, 1, this.shared) !== this.lastUsed;
   }
 
-  private breakQueue(code: DriverErrorCode, message: string): null {
+  private breakQueue(code: VirtioErrorCode, message: string): null {
     if (this.error === null) this.error = this.bad(code, message);
     return null;
   }
@@ -578,7 +578,7 @@ export class DriverQueue<T> {
       const pending = (idx - this.lastUsed) & 0xffff;
       if (pending > this.outstanding) {
         this.breakQueue(
-          DriverErrorCode.USED_IDX_JUMP,
+          VirtioErrorCode.USED_IDX_JUMP,
           `used.idx moved from ${this.lastUsed} to ${idx}: ${pending} completions with ${this.outstanding} outstanding`,
         );
         return -1;
@@ -590,21 +590,21 @@ export class DriverQueue<T> {
     const len = this.usedView.getUint32(off + 4, true);
     if (id >= this.size) {
       this.breakQueue(
-        DriverErrorCode.USED_ID_OUT_OF_RANGE,
+        VirtioErrorCode.USED_ID_OUT_OF_RANGE,
         `used id ${id} out of range (queue size ${this.size})`,
       );
       return -1;
     }
     if (this.isHead[id] === 0) {
       this.breakQueue(
-        DriverErrorCode.USED_ID_NOT_HEAD,
+        VirtioErrorCode.USED_ID_NOT_HEAD,
         `used id ${id} is not the head of an outstanding chain`,
       );
       return -1;
     }
     if (len > this.chainWritable[id]!) {
       this.breakQueue(
-        DriverErrorCode.USED_LEN_TOO_BIG,
+        VirtioErrorCode.USED_LEN_TOO_BIG,
         `used len ${len} for id ${id} exceeds its ${this.chainWritable[id]} writable bytes`,
       );
       return -1;
@@ -698,7 +698,7 @@ export class DriverQueue<T> {
     this.error = null;
     this.memory.refresh();
     const err = this.resolve();
-    if (err !== undefined) this.error = this.bad(DriverErrorCode.QUEUE_BROKEN, err);
+    if (err !== undefined) this.error = this.bad(VirtioErrorCode.QUEUE_BROKEN, err);
     else this.initRings();
     return tokens;
   }

@@ -6,6 +6,7 @@
  */
 
 import type { GuestMemory } from "@pvkit/platform";
+import { DriverError, VirtioErrorCode } from "../errors.js";
 import {
   hasFeature,
   VIRTIO_CONFIG_S_ACKNOWLEDGE,
@@ -19,7 +20,6 @@ import {
 } from "../spec.js";
 import type { GuestAllocator } from "./allocator.js";
 import { DriverQueue, type IndirectArea } from "./driver-queue.js";
-import { DriverError, DriverErrorCode } from "./errors.js";
 import { splitQueueBytes, splitQueueLayout } from "./layout.js";
 import type { VirtioDriverTransport } from "./transport.js";
 
@@ -94,7 +94,7 @@ export function initVirtioDevice<T = unknown>(
   if (!hasFeature(features, VIRTIO_F_VERSION_1)) {
     return fail(
       new DriverError(
-        DriverErrorCode.NO_VERSION_1,
+        VirtioErrorCode.NO_VERSION_1,
         hasFeature(offered, VIRTIO_F_VERSION_1)
           ? "the driver did not ask for VIRTIO_F_VERSION_1 (§6.1)"
           : "the device does not offer VIRTIO_F_VERSION_1; legacy devices are not supported (§6.1)",
@@ -102,13 +102,13 @@ export function initVirtioDevice<T = unknown>(
     );
   }
   const reason = options.validate?.(offered);
-  if (reason !== undefined) return fail(new DriverError(DriverErrorCode.WRONG_DEVICE, reason));
+  if (reason !== undefined) return fail(new DriverError(VirtioErrorCode.WRONG_DEVICE, reason));
   transport.writeDriverFeatures(features);
   addStatus(transport, VIRTIO_CONFIG_S_FEATURES_OK);
   if ((transport.getStatus() & VIRTIO_CONFIG_S_FEATURES_OK) === 0) {
     return fail(
       new DriverError(
-        DriverErrorCode.FEATURES_REJECTED,
+        VirtioErrorCode.FEATURES_REJECTED,
         `the device refused features 0x${features.toString(16)} (FEATURES_OK cleared, §3.1.1)`,
       ),
     );
@@ -124,7 +124,7 @@ export function initVirtioDevice<T = unknown>(
     if (max === 0) {
       return fail(
         new DriverError(
-          DriverErrorCode.QUEUE_UNAVAILABLE,
+          VirtioErrorCode.QUEUE_UNAVAILABLE,
           `queue ${i} does not exist (QueueNumMax 0, §4.2.3.2)`,
           i,
         ),
@@ -141,7 +141,7 @@ export function initVirtioDevice<T = unknown>(
     if (ringAddr < 0) {
       return fail(
         new DriverError(
-          DriverErrorCode.OUT_OF_MEMORY,
+          VirtioErrorCode.OUT_OF_MEMORY,
           `no guest memory for the rings of queue ${i}`,
           i,
         ),
@@ -164,7 +164,7 @@ export function initVirtioDevice<T = unknown>(
     ) {
       return fail(
         new DriverError(
-          DriverErrorCode.OUT_OF_MEMORY,
+          VirtioErrorCode.OUT_OF_MEMORY,
           `the allocator handed out memory outside guest RAM for queue ${i}`,
           i,
         ),
@@ -216,7 +216,7 @@ export function readConfigStable<R>(
     if (transport.configGeneration() === before) return value;
   }
   return new DriverError(
-    DriverErrorCode.CONFIG_UNSTABLE,
+    VirtioErrorCode.CONFIG_UNSTABLE,
     `configuration generation changed on each of ${maxTries} reads (§2.5)`,
   );
 }

@@ -7,9 +7,9 @@
  */
 
 import type { Bus } from "@pvkit/platform";
+import { DriverError, VirtioErrorCode } from "../errors.js";
 import { VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_VERSION, VirtioMmio } from "../spec.js";
 import type { RingAddresses } from "./driver-queue.js";
-import { DriverError, DriverErrorCode } from "./errors.js";
 import type { ConfigAccessSize, VirtioDriverTransport } from "./transport.js";
 
 const TWO_32 = 0x1_0000_0000;
@@ -53,21 +53,21 @@ export class VirtioMmioDriverTransport implements VirtioDriverTransport {
     const magic = bus.read("mmio", base + VirtioMmio.MAGIC_VALUE, 4);
     if (magic !== VIRTIO_MMIO_MAGIC) {
       return new DriverError(
-        DriverErrorCode.NO_DEVICE,
+        VirtioErrorCode.NO_DEVICE,
         `no virtio-mmio device at 0x${base.toString(16)} (magic 0x${magic.toString(16)})`,
       );
     }
     const version = bus.read("mmio", base + VirtioMmio.VERSION, 4);
     if (version !== VIRTIO_MMIO_VERSION) {
       return new DriverError(
-        DriverErrorCode.UNSUPPORTED_VERSION,
+        VirtioErrorCode.UNSUPPORTED_VERSION,
         `virtio-mmio version ${version} at 0x${base.toString(16)}; only version 2 is supported`,
       );
     }
     const deviceId = bus.read("mmio", base + VirtioMmio.DEVICE_ID, 4);
     if (deviceId === 0) {
       return new DriverError(
-        DriverErrorCode.NO_DEVICE,
+        VirtioErrorCode.NO_DEVICE,
         `virtio-mmio placeholder (device id 0) at 0x${base.toString(16)}`,
       );
     }
@@ -136,7 +136,7 @@ export class VirtioMmioDriverTransport implements VirtioDriverTransport {
     this.select(index);
     if (this.r(VirtioMmio.QUEUE_READY) !== 0) {
       return new DriverError(
-        DriverErrorCode.QUEUE_UNAVAILABLE,
+        VirtioErrorCode.QUEUE_UNAVAILABLE,
         `queue ${index} is already enabled (§4.2.3.2)`,
         index,
       );

@@ -48,6 +48,7 @@ import {
   PciConfigOffset,
   probePciBars,
 } from "@pvkit/platform";
+import { DriverError, VirtioErrorCode } from "../errors.js";
 import {
   VirtioPciCommonCfg as C,
   VIRTIO_MSI_NO_VECTOR,
@@ -65,7 +66,6 @@ import {
   VirtioPciCapOffset,
 } from "../pci-spec.js";
 import type { RingAddresses } from "./driver-queue.js";
-import { DriverError, DriverErrorCode } from "./errors.js";
 import type { ConfigAccessSize, VirtioDriverTransport } from "./transport.js";
 
 const TWO_32 = 0x1_0000_0000;
@@ -200,7 +200,7 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
    *   capability, a structure that is too short, misaligned or outside its BAR)
    */
   static probe(bus: Bus, config: PciConfigAccess): VirtioPciDriverTransport | DriverError {
-    const noDevice = (msg: string) => new DriverError(DriverErrorCode.NO_DEVICE, msg);
+    const noDevice = (msg: string) => new DriverError(VirtioErrorCode.NO_DEVICE, msg);
     const vendor = config.read(PciConfigOffset.VENDOR_ID, 2);
     const pciDeviceId = config.read(PciConfigOffset.DEVICE_ID, 2);
     if (vendor !== VIRTIO_PCI_VENDOR_ID)
@@ -413,7 +413,7 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
    */
   setupQueue(index: number, size: number, rings: RingAddresses): DriverError | undefined {
     const unavailable = (msg: string) =>
-      new DriverError(DriverErrorCode.QUEUE_UNAVAILABLE, msg, index);
+      new DriverError(VirtioErrorCode.QUEUE_UNAVAILABLE, msg, index);
     this.select(index);
     const max = this.cr(C.QUEUE_SIZE, 2);
     if (max === 0 || this.cr(C.QUEUE_ENABLE, 2) !== 0)

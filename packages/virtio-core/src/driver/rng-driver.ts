@@ -7,6 +7,7 @@
  */
 
 import type { GuestMemory } from "@pvkit/platform";
+import { DriverError, VirtioErrorCode } from "../errors.js";
 import {
   featureMask,
   VIRTIO_CONFIG_S_NEEDS_RESET,
@@ -19,7 +20,6 @@ import {
 } from "../spec.js";
 import type { GuestAllocator } from "./allocator.js";
 import type { DriverQueue } from "./driver-queue.js";
-import { DriverError, DriverErrorCode } from "./errors.js";
 import { initVirtioDevice } from "./init.js";
 import type { VirtioDriverTransport } from "./transport.js";
 
@@ -149,7 +149,7 @@ export class VirtioRngDriver {
   ): VirtioRngDriver | DriverError {
     if (transport.deviceId !== VirtioDeviceId.ENTROPY) {
       return new DriverError(
-        DriverErrorCode.WRONG_DEVICE,
+        VirtioErrorCode.WRONG_DEVICE,
         `device id ${transport.deviceId} is not an entropy device (4, §5.4)`,
       );
     }
@@ -235,7 +235,7 @@ export class VirtioRngDriver {
             this.failRequest(
               t.request,
               new DriverError(
-                DriverErrorCode.OUT_OF_MEMORY,
+                VirtioErrorCode.OUT_OF_MEMORY,
                 `no guest memory for a ${t.length}-byte entropy buffer`,
               ),
             );
@@ -247,7 +247,7 @@ export class VirtioRngDriver {
       }
       const r = q.add([], [{ addr: t.addr + t.got, len: t.length - t.got }], t);
       if (r instanceof DriverError) {
-        if (r.code === DriverErrorCode.NO_SPACE) break;
+        if (r.code === VirtioErrorCode.NO_SPACE) break;
         this.fail(r);
         break;
       }
@@ -292,7 +292,7 @@ export class VirtioRngDriver {
         if (isr & VIRTIO_INT_CONFIG && this.transport.getStatus() & VIRTIO_CONFIG_S_NEEDS_RESET) {
           this.fail(
             new DriverError(
-              DriverErrorCode.DEVICE_NEEDS_RESET,
+              VirtioErrorCode.DEVICE_NEEDS_RESET,
               "the entropy device set DEVICE_NEEDS_RESET (§2.1.2)",
             ),
           );
@@ -338,7 +338,7 @@ export class VirtioRngDriver {
       this.failRequest(
         req,
         new DriverError(
-          DriverErrorCode.QUEUE_BROKEN,
+          VirtioErrorCode.QUEUE_BROKEN,
           `the entropy device returned no bytes ${MAX_EMPTY} times in a row`,
         ),
       );
@@ -392,7 +392,7 @@ export class VirtioRngDriver {
    */
   reset(): void {
     this.transport.reset();
-    const err = new DriverError(DriverErrorCode.DEVICE_NEEDS_RESET, "the device was reset");
+    const err = new DriverError(VirtioErrorCode.DEVICE_NEEDS_RESET, "the device was reset");
     for (const t of this.queue.detachUnused()) {
       this.failRequest(t.request, err);
       this.releaseBuffer(t);

@@ -6,8 +6,8 @@
  * @module
  */
 
+import type { DriverError } from "../errors.js";
 import type { RingAddresses } from "./driver-queue.js";
-import type { DriverError } from "./errors.js";
 
 /** Width of a configuration-space access. */
 export type ConfigAccessSize = 1 | 2 | 4;

@@ -17,10 +17,10 @@ import {
 } from "@pvkit/platform";
 import type { VirtioDevice } from "../device.js";
 import { GuestAllocator } from "../driver/allocator.js";
-import { DriverError } from "../driver/errors.js";
 import { VirtioMmioDriverTransport } from "../driver/mmio-driver.js";
 import { VirtioPciDriverTransport } from "../driver/pci-driver.js";
 import type { VirtioDriverTransport } from "../driver/transport.js";
+import { DriverError } from "../errors.js";
 import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from "../transport/mmio.js";
 import { VirtioPciTransport } from "../transport/pci.js";
 

@@ -15,7 +15,6 @@
 import type { GuestMemory } from "@pvkit/platform";
 import {
   DriverError,
-  DriverErrorCode,
   type DriverQueue,
   featureMask,
   type GuestAllocator,
@@ -28,6 +27,7 @@ import {
   VIRTIO_INT_CONFIG,
   VirtioDeviceId,
   type VirtioDriverTransport,
+  VirtioErrorCode,
 } from "@pvkit/virtio-core";
 import { EventEmitter } from "events";
 import type TypedEmitter from "typed-emitter";
@@ -320,7 +320,7 @@ export class VirtioNetDriver extends TypedEventEmitter {
       const rq = queues[2 * p] as DriverQueue<number>;
       const rbase = alloc.alloc(rq.size * rxLen, 64);
       if (rbase < 0)
-        throw new DriverError(DriverErrorCode.OUT_OF_MEMORY, "no guest memory for receive buffers");
+        throw new DriverError(VirtioErrorCode.OUT_OF_MEMORY, "no guest memory for receive buffers");
       const bufs: MutableBuffer[][] = [];
       for (let i = 0; i < rq.size; i++) bufs.push([{ addr: rbase + i * rxLen, len: rxLen }]);
       this.rx.push(new RxRing(rq, rbase, rxLen, bufs, new Uint8Array(this.maxFrame)));
@@ -328,7 +328,7 @@ export class VirtioNetDriver extends TypedEventEmitter {
       const tbase = alloc.alloc(tq.size * txLen, 64);
       if (tbase < 0)
         throw new DriverError(
-          DriverErrorCode.OUT_OF_MEMORY,
+          VirtioErrorCode.OUT_OF_MEMORY,
           "no guest memory for transmit buffers",
         );
       const outs: MutableBuffer[][] = [];
@@ -353,7 +353,7 @@ export class VirtioNetDriver extends TypedEventEmitter {
       this.ctrlBase = alloc.alloc(this.ctrl.size * CTRL_SLOT, 64);
       if (this.ctrlBase < 0)
         throw new DriverError(
-          DriverErrorCode.OUT_OF_MEMORY,
+          VirtioErrorCode.OUT_OF_MEMORY,
           "no guest memory for control commands",
         );
       for (let i = this.ctrl.size - 1; i >= 0; i--) this.ctrlFree.push(i);
@@ -376,7 +376,7 @@ export class VirtioNetDriver extends TypedEventEmitter {
   ): VirtioNetDriver | DriverError {
     if (transport.deviceId !== VirtioDeviceId.NET) {
       return new DriverError(
-        DriverErrorCode.WRONG_DEVICE,
+        VirtioErrorCode.WRONG_DEVICE,
         `device id ${transport.deviceId} is not virtio-net (1)`,
       );
     }
