@@ -18,7 +18,9 @@ for (const dir of readdirSync(join(root, "packages"))) {
     const m = await import(pathToFileURL(esm).href);
     const c = require(cjs);
     const ok = Object.keys(m).length > 0 && Object.keys(c).length > 0;
-    console.log(`${ok ? "ok  " : "FAIL"} ${pkg.name}${sub.slice(1)}: ${Object.keys(m).length} ESM / ${Object.keys(c).length} CJS exports`);
+    console.log(
+      `${ok ? "ok  " : "FAIL"} ${pkg.name}${sub.slice(1)}: ${Object.keys(m).length} ESM / ${Object.keys(c).length} CJS exports`,
+    );
     if (!ok) failures++;
   }
 }

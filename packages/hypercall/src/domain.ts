@@ -119,14 +119,10 @@ export class Vcpu {
     // Xen's own L4 slots are supervisor-only to a PV guest (its kernel runs outside ring 0).
     if (l4 >= 256 && l4 <= 271) return FAULT_RESERVED;
     if (this.cr3 < 0) return FAULT_NOT_PRESENT;
+    const hit = tlbTranslate(this.tlb, lin, access);
+    if (hit !== TLB_MISS) return hit;
     const vpn = Math.floor(lin / PAGE_SIZE);
     const off = lin - vpn * PAGE_SIZE;
-    const slot = this.tlb.lookup(vpn);
-    if (slot >= 0) {
-      const c = checkPerms(this.tlb.permsAt(slot), access);
-      if (c < 0) return c;
-      if (c === 0) return this.tlb.frameAt(slot) * PAGE_SIZE + off;
-    }
     const hv = this.domain.hypervisor;
     const rc = walk(hv.machineView, this.cr3, lin, access, hv.identityResolver, this.out);
     this.walkRefs += this.out.refs;

@@ -310,3 +310,26 @@ export function checkPerms(perms: number, access: number): number {
   if ((access & ACCESS_EXEC) !== 0 && (perms & TLB_X) === 0) return FAULT_PROTECTION;
   return 0;
 }
+
+/** Result of {@link tlbTranslate} when the walk must run (a miss, or a write that must set D). */
+export const TLB_MISS = -256;
+
+/**
+ * The TLB-hit path of a translation: looks the page of `linear` up in `tlb` and checks the
+ * cached permissions against the access.
+ *
+ * @param tlb - the TLB
+ * @param linear - 48-bit linear address
+ * @param access - `ACCESS_*` bits
+ * @returns the machine address on a hit, {@link FAULT_PROTECTION} when the cached permissions
+ *   forbid the access, or {@link TLB_MISS} when the caller must walk
+ */
+export function tlbTranslate(tlb: Tlb, linear: number, access: number): number {
+  const vpn = Math.floor(linear / PAGE_SIZE);
+  const slot = tlb.lookup(vpn);
+  if (slot < 0) return TLB_MISS;
+  const c = checkPerms(tlb.permsAt(slot), access);
+  if (c < 0) return c;
+  if (c === 0) return tlb.frameAt(slot) * PAGE_SIZE + (linear - vpn * PAGE_SIZE);
+  return TLB_MISS;
+}

@@ -169,14 +169,10 @@ export class HapMmu {
   translate(va: number, access: number): number {
     if (!isCanonical(va)) return FAULT_NON_CANONICAL;
     const lin = vaTo48(va);
+    const hit = tlbTranslate(this.tlb, lin, access);
+    if (hit !== TLB_MISS) return hit;
     const vpn = Math.floor(lin / PAGE_SIZE);
     const off = lin - vpn * PAGE_SIZE;
-    const slot = this.tlb.lookup(vpn);
-    if (slot >= 0) {
-      const c = checkPerms(this.tlb.permsAt(slot), access);
-      if (c < 0) return c;
-      if (c === 0) return this.tlb.frameAt(slot) * PAGE_SIZE + off;
-    }
     this.nestedRefs = 0;
     const rootMfn = this.root >= 0 ? this.nested(this.root) : -1;
     if (rootMfn < 0) {
