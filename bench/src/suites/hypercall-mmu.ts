@@ -13,18 +13,12 @@
 
 import {
   ACCESS_WRITE,
-  EmulatedGuestMmu,
+  createGuestMmu,
   type GuestMmu,
-  GuestPhys,
-  HapMmu,
-  HypercallClient,
-  HypercallPort,
   Hypervisor,
   type MmuMode,
   PAGE_SIZE,
   PfnPool,
-  PvGuestMmu,
-  ShadowMmu,
 } from "@pvkit/hypercall";
 import type { ResultCheck, ResultTable, Suite, SuiteOptions, SuiteResult } from "../suite.js";
 
@@ -62,19 +56,7 @@ export function makeGuest(mode: MmuMode, pages: number): GuestMmu {
   const domPages = DATA_FRAMES + tablePool + PV_SCRATCH_PAGES + 1;
   const hv = new Hypervisor({ machinePages: domPages + 128 });
   const pool = new PfnPool(DATA_FRAMES + 1, tablePool);
-  if (mode === "pv") {
-    const dom = hv.createDomain({ pages: domPages });
-    const port = new HypercallPort(hv, dom.vcpus[0]!);
-    const scratch = (domPages - PV_SCRATCH_PAGES) * PAGE_SIZE;
-    const client = new HypercallClient(port, new GuestPhys(hv, dom), scratch, PV_SCRATCH_PAGES);
-    return new PvGuestMmu(client, pool);
-  }
-  const dom = hv.createDomain({ pages: domPages, kind: "hvm" });
-  return new EmulatedGuestMmu(
-    mode,
-    mode === "shadow" ? new ShadowMmu(hv, dom) : new HapMmu(hv, dom),
-    pool,
-  );
+  return createGuestMmu(hv, mode, { pages: domPages, scratchPages: PV_SCRATCH_PAGES, pool }).mmu;
 }
 
 function phase(mmu: GuestMmu, body: () => void): PhaseResult {

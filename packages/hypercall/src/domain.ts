@@ -10,12 +10,13 @@ import { NR_VIRQS, PAGE_SIZE } from "./abi.js";
 import type { Hypervisor } from "./hypervisor.js";
 import {
   ACCESS_WRITE,
-  checkPerms,
   FAULT_NON_CANONICAL,
   FAULT_NOT_PRESENT,
   FAULT_RESERVED,
   isCanonical,
+  TLB_MISS,
   Tlb,
+  tlbTranslate,
   vaTo48,
   type WalkOut,
   walk,
@@ -119,7 +120,7 @@ export class Vcpu {
     // Xen's own L4 slots are supervisor-only to a PV guest (its kernel runs outside ring 0).
     if (l4 >= 256 && l4 <= 271) return FAULT_RESERVED;
     if (this.cr3 < 0) return FAULT_NOT_PRESENT;
-    const hit = tlbTranslate(this.tlb, lin, access);
+    const hit = tlbTranslate(this.tlb, va, access);
     if (hit !== TLB_MISS) return hit;
     const vpn = Math.floor(lin / PAGE_SIZE);
     const off = lin - vpn * PAGE_SIZE;

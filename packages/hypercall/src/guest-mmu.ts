@@ -28,11 +28,15 @@ import {
   PTE_RW,
   PTE_US,
 } from "./abi.js";
-import type { HypercallClient } from "./client.js";
-import type { HapMmu } from "./emulated/hap-mmu.js";
-import type { ShadowMmu } from "./emulated/shadow-mmu.js";
+import { HypercallClient } from "./client.js";
+import type { Domain } from "./domain.js";
+import { HapMmu } from "./emulated/hap-mmu.js";
+import { ShadowMmu } from "./emulated/shadow-mmu.js";
 import { XenErrno } from "./errors.js";
+import { GuestPhys } from "./guest-phys.js";
+import type { Hypervisor } from "./hypervisor.js";
 import { isCanonical, pteHi, pteLo, ptIndex, vaTo48 } from "./paging.js";
+import { HypercallPort } from "./port.js";
 
 const ENOMEM = -XenErrno.ENOMEM;
 const EINVAL = -XenErrno.EINVAL;
@@ -151,8 +155,15 @@ abstract class GuestMmuBase implements GuestMmu {
     return root;
   }
 
-  /** Walks the book to the L1 for `va`, creating tables when `create`. */
-  private l1For(root: number, lin: number, create: boolean): number {
+  /**
+   * Walks the book of address space `root` to the L1 for `va`, creating tables when `create`.
+   *
+   * @returns the L1's pfn, or `-EINVAL` for a non-canonical `va`, an unknown root or (unless
+   *   `create`) a missing table, or the error of creating one
+   */
+  private l1For(root: number, va: number, create: boolean): number {
+    if (!isCanonical(va) || !this.roots.has(root)) return EINVAL;
+    const lin = vaTo48(va);
     let table = root;
     for (let level = 4; level >= 2; level--) {
       const t = this.book.get(table);
@@ -180,12 +191,10 @@ abstract class GuestMmuBase implements GuestMmu {
   }
 
   map(root: number, va: number, pfn: number, writable: boolean): number {
-    if (!isCanonical(va) || !this.roots.has(root)) return EINVAL;
-    const lin = vaTo48(va);
-    const l1 = this.l1For(root, lin, true);
+    const l1 = this.l1For(root, va, true);
     if (l1 < 0) return l1;
     const t = this.book.get(l1)!;
-    const i = ptIndex(lin, 1);
+    const i = ptIndex(vaTo48(va), 1);
     if (t.entries[i]! >= 0) this.dirtyTlb = true;
     const [lo, hi] = this.leaf(pfn, writable);
     const rc = this.writeEntry(l1, i, lo, hi);
@@ -196,12 +205,10 @@ abstract class GuestMmuBase implements GuestMmu {
   }
 
   protect(root: number, va: number, writable: boolean): number {
-    if (!isCanonical(va) || !this.roots.has(root)) return EINVAL;
-    const lin = vaTo48(va);
-    const l1 = this.l1For(root, lin, false);
+    const l1 = this.l1For(root, va, false);
     if (l1 < 0) return l1;
     const t = this.book.get(l1)!;
-    const i = ptIndex(lin, 1);
+    const i = ptIndex(vaTo48(va), 1);
     const pfn = t.entries[i]!;
     if (pfn < 0) return EINVAL;
     const [lo, hi] = this.leaf(pfn, writable);
@@ -213,12 +220,10 @@ abstract class GuestMmuBase implements GuestMmu {
   }
 
   unmap(root: number, va: number): number {
-    if (!isCanonical(va) || !this.roots.has(root)) return EINVAL;
-    const lin = vaTo48(va);
-    const l1 = this.l1For(root, lin, false);
+    const l1 = this.l1For(root, va, false);
     if (l1 < 0) return l1;
     const t = this.book.get(l1)!;
-    const i = ptIndex(lin, 1);
+    const i = ptIndex(vaTo48(va), 1);
     if (t.entries[i]! < 0) return 0;
     const rc = this.writeEntry(l1, i, 0, 0);
     if (rc < 0) return rc;
@@ -404,4 +409,51 @@ export class EmulatedGuestMmu extends GuestMmuBase {
   translate(va: number, access: number): number {
     return this.hw.translate(va, access);
   }
+}
+
+/** Where {@link createGuestMmu} puts a guest's pages. */
+export interface GuestMmuLayout {
+  /** Pseudo-physical pages of the new domain. */
+  readonly pages: number;
+  /** Pages at the top of the domain that the PV hypercall client uses as scratch (pv mode). */
+  readonly scratchPages: number;
+  /** Frames for the guest's page tables. */
+  readonly pool: PfnPool;
+}
+
+/** A guest kernel's MMU and the domain it runs in. */
+export interface GuestMmuSetup {
+  /** The guest's page-table operations. */
+  readonly mmu: GuestMmu;
+  /** The new domain. */
+  readonly domain: Domain;
+}
+
+/**
+ * Creates a domain on `hv` and the guest MMU of a mode for it: in `pv` mode a PV domain and a
+ * {@link PvGuestMmu} whose hypercall client uses the domain's top `scratchPages` pages; in
+ * `shadow` / `hap` mode an HVM domain and an {@link EmulatedGuestMmu} over a
+ * {@link ShadowMmu} / {@link HapMmu}.
+ *
+ * @param hv - the hypervisor
+ * @param mode - which MMU mode
+ * @param layout - the domain's size, the PV scratch pages and the table-frame pool
+ * @returns the MMU and its domain
+ */
+export function createGuestMmu(
+  hv: Hypervisor,
+  mode: MmuMode,
+  layout: GuestMmuLayout,
+): GuestMmuSetup {
+  const { pages, scratchPages, pool } = layout;
+  if (mode === "pv") {
+    const domain = hv.createDomain({ pages });
+    const port = new HypercallPort(hv, domain.vcpus[0]!);
+    const scratch = (pages - scratchPages) * PAGE_SIZE;
+    const client = new HypercallClient(port, new GuestPhys(hv, domain), scratch, scratchPages);
+    return { mmu: new PvGuestMmu(client, pool), domain };
+  }
+  const domain = hv.createDomain({ pages, kind: "hvm" });
+  const hw = mode === "shadow" ? new ShadowMmu(hv, domain) : new HapMmu(hv, domain);
+  return { mmu: new EmulatedGuestMmu(mode, hw, pool), domain };
 }

@@ -315,16 +315,19 @@ export function checkPerms(perms: number, access: number): number {
 export const TLB_MISS = -256;
 
 /**
- * The TLB-hit path of a translation: looks the page of `linear` up in `tlb` and checks the
- * cached permissions against the access.
+ * The TLB-hit path of a translation: checks that `va` is canonical, looks its page up in
+ * `tlb` and checks the cached permissions against the access.
  *
  * @param tlb - the TLB
- * @param linear - 48-bit linear address
+ * @param va - the virtual address (signed register model)
  * @param access - `ACCESS_*` bits
- * @returns the machine address on a hit, {@link FAULT_PROTECTION} when the cached permissions
- *   forbid the access, or {@link TLB_MISS} when the caller must walk
+ * @returns the machine address on a hit, {@link FAULT_NON_CANONICAL}, {@link FAULT_PROTECTION}
+ *   when the cached permissions forbid the access, or {@link TLB_MISS} when the caller must
+ *   walk
  */
-export function tlbTranslate(tlb: Tlb, linear: number, access: number): number {
+export function tlbTranslate(tlb: Tlb, va: number, access: number): number {
+  if (!isCanonical(va)) return FAULT_NON_CANONICAL;
+  const linear = vaTo48(va);
   const vpn = Math.floor(linear / PAGE_SIZE);
   const slot = tlb.lookup(vpn);
   if (slot < 0) return TLB_MISS;

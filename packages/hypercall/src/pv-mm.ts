@@ -267,8 +267,7 @@ export class PvMm {
           if (level === PGT_l4_page_table && isXenL4Slot(j)) continue;
           const plo = view.getUint32(base + j * 8, true);
           const phi = view.getUint32(base + j * 8 + 4, true);
-          if (level === PGT_l1_page_table) this.putPageFromL1e(plo, phi);
-          else this.putPageFromLNe(plo, phi, mfn);
+          this.putPageFromEntry(level, plo, phi, mfn);
         }
         return this.hv.fail(rc, `validation of frame ${mfn} as L${level} failed at slot ${i}`);
       }
@@ -298,9 +297,14 @@ export class PvMm {
       const lo = view.getUint32(base + i * 8, true);
       if ((lo & PTE_P) === 0) continue;
       const hi = view.getUint32(base + i * 8 + 4, true);
-      if (level === PGT_l1_page_table) this.putPageFromL1e(lo, hi);
-      else this.putPageFromLNe(lo, hi, mfn);
+      this.putPageFromEntry(level, lo, hi, mfn);
     }
+  }
+
+  /** Drops the references an entry of the level-`level` table `mfn` holds. */
+  private putPageFromEntry(level: number, lo: number, hi: number, mfn: number): void {
+    if (level === PGT_l1_page_table) this.putPageFromL1e(lo, hi);
+    else this.putPageFromLNe(lo, hi, mfn);
   }
 
   /**

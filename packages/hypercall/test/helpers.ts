@@ -19,6 +19,10 @@ import {
 export const LINK = PTE_P | PTE_RW | PTE_US | PTE_A;
 /** Flags of a read-only table link (linear page tables need RO). */
 export const LINK_RO = PTE_P | PTE_US | PTE_A;
+/** Flags of an ordinary writable user mapping (the same bits as {@link LINK}). */
+export const RW = LINK;
+/** Flags of a read-only user mapping (the same bits as {@link LINK_RO}). */
+export const RO = LINK_RO;
 
 /** A PV guest wired to a hypervisor. */
 export function setupPv(options: HypervisorOptions = {}, pages = 512) {

@@ -1,17 +1,14 @@
 import {
   ACCESS_WRITE,
+  createGuestMmu,
   type Domain,
-  EmulatedGuestMmu,
+  type EmulatedGuestMmu,
   FAULT_PROTECTION,
   type GuestMmu,
-  GuestPhys,
-  HapMmu,
-  HypercallClient,
-  HypercallPort,
+  type HapMmu,
   Hypervisor,
   PAGE_SIZE,
   PfnPool,
-  PvGuestMmu,
   ShadowMmu,
 } from "@pvkit/hypercall";
 import fc from "fast-check";
@@ -23,18 +20,9 @@ const TABLE_POOL = 256;
 /** One guest of each mode on its own hypervisor, with the same pseudo-physical layout. */
 function makeMode(mode: "pv" | "shadow" | "hap"): { mmu: GuestMmu; dom: Domain } {
   const hv = new Hypervisor({ machinePages: PAGES + 600 });
-  if (mode === "pv") {
-    const dom = hv.createDomain({ pages: PAGES });
-    const port = new HypercallPort(hv, dom.vcpus[0]!);
-    const client = new HypercallClient(port, new GuestPhys(hv, dom), (PAGES - 16) * PAGE_SIZE, 16);
-    return { mmu: new PvGuestMmu(client, new PfnPool(PAGES - 16 - TABLE_POOL, TABLE_POOL)), dom };
-  }
-  const dom = hv.createDomain({ pages: PAGES, kind: "hvm" });
-  const hw = mode === "shadow" ? new ShadowMmu(hv, dom) : new HapMmu(hv, dom);
-  return {
-    mmu: new EmulatedGuestMmu(mode, hw, new PfnPool(PAGES - 16 - TABLE_POOL, TABLE_POOL)),
-    dom,
-  };
+  const pool = new PfnPool(PAGES - 16 - TABLE_POOL, TABLE_POOL);
+  const { mmu, domain } = createGuestMmu(hv, mode, { pages: PAGES, scratchPages: 16, pool });
+  return { mmu, dom: domain };
 }
 
 const MODES = ["pv", "shadow", "hap"] as const;

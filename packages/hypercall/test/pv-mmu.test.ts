@@ -29,10 +29,7 @@ import {
   XenErrno,
 } from "@pvkit/hypercall";
 import { describe, expect, test } from "vitest";
-import { buildSpace, LINK, setupPv } from "./helpers.js";
-
-const RW = PTE_P | PTE_RW | PTE_US | PTE_A;
-const RO = PTE_P | PTE_US | PTE_A;
+import { buildSpace, LINK, RO, RW, setupPv } from "./helpers.js";
 
 describe("mmu_update on L1 entries (mod_l1_entry / get_page_from_l1e)", () => {
   test("maps an owned frame RW: general and writable type reference taken", () => {

@@ -27,8 +27,11 @@ test("pvclock: a reader racing a writer thread never returns a torn value", asyn
     let gaveUp = 0;
     const badValues: number[] = [];
     let reads = 0;
-    const deadline = Date.now() + 1500;
-    while (Date.now() < deadline && Atomics.load(words, stopIndex + 1) === 0) {
+    // Read until both sides did enough work concurrently (a count, not a time window, so a
+    // loaded machine only makes it slower); the deadline only guards against a dead writer.
+    const deadline = Date.now() + 20_000;
+    const advanced = (): number => (Atomics.load(words, offset / 4) - v0) / 2;
+    while ((reads < 50_000 || advanced() < 2000) && Date.now() < deadline) {
       for (let i = 0; i < 1000; i++) {
         const t = reader.read();
         reads++;
@@ -46,12 +49,11 @@ test("pvclock: a reader racing a writer thread never returns a torn value", asyn
     expect(badValues).toEqual([]);
     expect(bad).toBe(0);
     expect(gaveUp).toBeLessThan(reads / 100);
-    expect(reads).toBeGreaterThan(10_000);
+    expect(reads).toBeGreaterThanOrEqual(50_000);
     // The writer really ran concurrently with the reads (versions advanced by thousands).
-    expect((v1 - v0) / 2).toBeGreaterThan(1000);
-    expect(reader.retries).toBeGreaterThanOrEqual(0);
+    expect((v1 - v0) / 2).toBeGreaterThanOrEqual(2000);
   } finally {
     Atomics.store(words, stopIndex, 1);
     await worker.terminate();
   }
-}, 30_000);
+}, 60_000);

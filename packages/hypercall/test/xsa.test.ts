@@ -21,7 +21,6 @@ import {
   MMUEXT_UNMARK_SUPER,
   PAGE_SIZE,
   PGT_l2_page_table,
-  PTE_A,
   PTE_D,
   PTE_P,
   PTE_PS,
@@ -35,10 +34,7 @@ import {
   XenErrno,
 } from "@pvkit/hypercall";
 import { describe, expect, test } from "vitest";
-import { buildSpace, LINK, LINK_RO, type PvEnv, setupPv } from "./helpers.js";
-
-const RW = PTE_P | PTE_RW | PTE_US | PTE_A;
-const RO = PTE_P | PTE_US | PTE_A;
+import { buildSpace, LINK, LINK_RO, type PvEnv, RO, RW, setupPv } from "./helpers.js";
 
 /** Validated, linked L2 tables under the environment's L3 (slots 1..n). */
 function extraL2s(env: PvEnv, l3: number, n: number): number[] {

@@ -16,14 +16,14 @@ import { DOMID_XEN, PAGE_SIZE } from "../abi.js";
 import type { Domain } from "../domain.js";
 import type { Hypervisor } from "../hypervisor.js";
 import {
-  checkPerms,
-  FAULT_NON_CANONICAL,
   type FrameResolver,
   isCanonical,
   pteFrame,
   pteHi,
   pteLo,
+  TLB_MISS,
   Tlb,
+  tlbTranslate,
   vaTo48,
   type WalkOut,
   walk,
@@ -167,10 +167,9 @@ export class HapMmu {
    * @returns the machine address or a negative `FAULT_*`
    */
   translate(va: number, access: number): number {
-    if (!isCanonical(va)) return FAULT_NON_CANONICAL;
-    const lin = vaTo48(va);
-    const hit = tlbTranslate(this.tlb, lin, access);
+    const hit = tlbTranslate(this.tlb, va, access);
     if (hit !== TLB_MISS) return hit;
+    const lin = vaTo48(va);
     const vpn = Math.floor(lin / PAGE_SIZE);
     const off = lin - vpn * PAGE_SIZE;
     this.nestedRefs = 0;

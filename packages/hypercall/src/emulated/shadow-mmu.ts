@@ -26,15 +26,16 @@ import type { Hypervisor } from "../hypervisor.js";
 import {
   ACCESS_WRITE,
   checkPerms,
-  FAULT_NON_CANONICAL,
   FAULT_NOT_PRESENT,
   isCanonical,
   pteFrame,
   TLB_D,
+  TLB_MISS,
   TLB_U,
   TLB_W,
   TLB_X,
   Tlb,
+  tlbTranslate,
   vaTo48,
 } from "../paging.js";
 
@@ -193,10 +194,9 @@ export class ShadowMmu {
    * @returns the machine address or a negative `FAULT_*`
    */
   translate(va: number, access: number): number {
-    if (!isCanonical(va)) return FAULT_NON_CANONICAL;
-    const lin = vaTo48(va);
-    const hit = tlbTranslate(this.tlb, lin, access);
+    const hit = tlbTranslate(this.tlb, va, access);
     if (hit !== TLB_MISS) return hit;
+    const lin = vaTo48(va);
     const vpn = Math.floor(lin / PAGE_SIZE);
     const off = lin - vpn * PAGE_SIZE;
     this.stats.memRefs += 4;
