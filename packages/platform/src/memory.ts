@@ -99,7 +99,11 @@ export class GuestMemory {
   epoch = 0;
 
   private readonly internal: InternalRegion[];
-  private readonly hasWasm: boolean;
+  /**
+   * True when a region lives in a `WebAssembly.Memory`, whose views must be refreshed
+   * (see {@link refresh}) after it grows; holders of cached views check it.
+   */
+  readonly growable: boolean;
   private readonly single: InternalRegion | null;
 
   /**
@@ -148,7 +152,7 @@ export class GuestMemory {
     this.internal = regions;
     this.regions = regions;
     this.shared = shared;
-    this.hasWasm = hasWasm;
+    this.growable = hasWasm;
     this.end = prevEnd;
     this.single = regions.length === 1 ? (regions[0] ?? null) : null;
   }
@@ -180,7 +184,7 @@ export class GuestMemory {
    * old buffer). Called automatically by every lookup when Wasm memory is present.
    */
   refresh(): void {
-    if (!this.hasWasm) return;
+    if (!this.growable) return;
     let changed = false;
     for (const r of this.internal) {
       const buffer = bufferOf(r.backing);
@@ -202,7 +206,7 @@ export class GuestMemory {
    * @returns the index into {@link regions}, or -1
    */
   locate(address: number, length: number): number {
-    if (this.hasWasm) this.refresh();
+    if (this.growable) this.refresh();
     // Safe-integer checks: NaN, fractions, negatives and values >= 2^53 all fail here.
     if (!(address >= 0 && address < ADDRESS_LIMIT && length >= 0 && length <= ADDRESS_LIMIT))
       return -1;

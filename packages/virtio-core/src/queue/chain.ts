@@ -63,6 +63,8 @@ export class DescriptorChain {
     this.writableLength = 0;
     this.descriptorCount = 0;
     this.indirect = false;
+    this.reader.position = 0;
+    this.writer.position = 0;
   }
 
   /** @internal appends one validated buffer */
@@ -79,12 +81,6 @@ export class DescriptorChain {
       this.readableCount++;
       this.readableLength += length;
     }
-  }
-
-  /** @internal rewinds the reader and writer after a successful walk */
-  ready(): void {
-    this.reader.rewind();
-    this.writer.rewind();
   }
 
   private grow(): void {

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { combineAddress, type GuestMemory } from "@pvkit/platform";
+import { combineAddress, type GuestMemory, HOST_LITTLE_ENDIAN } from "@pvkit/platform";
 import { VirtioError, VirtioErrorCode } from "../errors.js";
 import { loadIndex, storeIndex, wordsOver } from "../ring-access.js";
 import {
@@ -98,6 +98,8 @@ export class DeviceQueue {
   // Resolved ring areas (valid while enabled).
   private descView: DataView = new DataView(new ArrayBuffer(0));
   private descBase = 0;
+  // The descriptor table as little-endian u32 words (null on a big-endian host).
+  private descWords: Uint32Array | null = null;
   private availWords: Uint16Array = new Uint16Array(0);
   private usedWords: Uint16Array = new Uint16Array(0);
   private usedView: DataView = new DataView(new ArrayBuffer(0));
@@ -249,6 +251,10 @@ export class DeviceQueue {
     const ur = mem.regions[u]!;
     this.descView = dr.view;
     this.descBase = this.descAddr - dr.base;
+    // 16-byte aligned (checked above) and regions start 8-byte aligned: u32 access is safe.
+    this.descWords = HOST_LITTLE_ENDIAN
+      ? new Uint32Array(dr.bytes.buffer, dr.bytes.byteOffset + this.descBase, 4 * n)
+      : null;
     const availWords = wordsOver(ar.bytes, this.driverAddr - ar.base, availRingBytes(n));
     const usedWords = wordsOver(ur.bytes, this.deviceAddr - ur.base, usedRingBytes(n));
     if (availWords === null || usedWords === null) {
@@ -293,7 +299,7 @@ export class DeviceQueue {
   private sync(): boolean {
     const mem = this.memory;
     if (mem === null) return false;
-    mem.refresh();
+    if (mem.growable) mem.refresh();
     if (mem.epoch === this.epoch) return true;
     const err = this.resolve();
     if (err === undefined) return true;
@@ -376,13 +382,15 @@ export class DeviceQueue {
     this.owned[head] = 1;
     this.inFlightCount++;
     this.stats.popped++;
-    chain.ready();
     return chain;
   }
 
   /** Walks a chain from `head` into `chain`; on corruption reports it and returns false. */
   private walk(head: number, chain: DescriptorChain, mem: GuestMemory): boolean {
     chain.begin(head);
+    const flatBase = this.flatBase;
+    const flatEnd = this.flatEnd;
+    let words = this.descWords; // the queue's own table; null inside an indirect table
     let view = this.descView;
     let base = this.descBase;
     let tableSize = this.size;
@@ -400,12 +408,28 @@ export class DeviceQueue {
         );
       }
       count++;
-      const off = base + idx * 16;
-      const lo = view.getUint32(off, true);
-      const hi = view.getUint32(off + 4, true);
-      const len = view.getUint32(off + 8, true);
-      const flags = view.getUint16(off + 12, true);
-      const next = view.getUint16(off + 14, true);
+      // Each field is read once (no time-of-check/time-of-use gap with a racing driver).
+      let lo: number;
+      let hi: number;
+      let len: number;
+      let flags: number;
+      let next: number;
+      if (words !== null) {
+        const w = idx * 4;
+        lo = words[w]!;
+        hi = words[w + 1]!;
+        len = words[w + 2]!;
+        const flagsNext = words[w + 3]!;
+        flags = flagsNext & 0xffff;
+        next = flagsNext >>> 16;
+      } else {
+        const off = base + idx * 16;
+        lo = view.getUint32(off, true);
+        hi = view.getUint32(off + 4, true);
+        len = view.getUint32(off + 8, true);
+        flags = view.getUint16(off + 12, true);
+        next = view.getUint16(off + 14, true);
+      }
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         if (!this.indirectDesc) {
           return this.reject(
@@ -447,6 +471,7 @@ export class DeviceQueue {
           );
         }
         const region = mem.regions[r]!;
+        words = null; // indirect tables need no alignment: read them through the DataView
         view = region.view;
         base = addr - region.base;
         tableSize = entries;
@@ -472,8 +497,12 @@ export class DeviceQueue {
             `chain from head ${head} is longer than 2^32 bytes (§2.7.5.2)`,
           );
         }
-        const addr = combineAddress(lo, hi);
-        const r = this.regionOf(addr, len, mem);
+        const addr = hi === 0 ? lo : combineAddress(lo, hi);
+        // One-region memory (the common case) is checked inline; see regionOf.
+        const r =
+          flatEnd >= 0 && addr >= flatBase && len <= flatEnd - addr
+            ? 0
+            : this.regionOf(addr, len, mem);
         if (r < 0) {
           return this.reject(
             VirtioErrorCode.BUFFER_OUT_OF_RANGE,
