@@ -1,0 +1,6 @@
+/**
+ * `@pvkit/emulated-rtl8139`.
+ *
+ * @packageDocumentation
+ */
+export {};
