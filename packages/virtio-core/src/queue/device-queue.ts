@@ -63,6 +63,16 @@ export function isValidQueueSize(n: number): boolean {
 }
 
 /**
+ * `count` little-endian u32 words at `offset` of `bytes`, for the hot paths; `null` on a
+ * big-endian host or when the host buffer offset is not 4-byte aligned (a region placed at
+ * an odd guest address), in which case the `DataView` path is used.
+ */
+function wordView(bytes: Uint8Array, offset: number, count: number): Uint32Array | null {
+  const abs = bytes.byteOffset + offset;
+  return HOST_LITTLE_ENDIAN && abs % 4 === 0 ? new Uint32Array(bytes.buffer, abs, count) : null;
+}
+
+/**
  * The device side of one split virtqueue.
  */
 export class DeviceQueue {
@@ -98,6 +108,8 @@ export class DeviceQueue {
   // Resolved ring areas (valid while enabled).
   private descView: DataView = new DataView(new ArrayBuffer(0));
   private descBase = 0;
+  // The used ring as little-endian u32 words (null on a big-endian host).
+  private usedDwords: Uint32Array | null = null;
   // The descriptor table as little-endian u32 words (null on a big-endian host).
   private descWords: Uint32Array | null = null;
   private availWords: Uint16Array = new Uint16Array(0);
@@ -251,10 +263,7 @@ export class DeviceQueue {
     const ur = mem.regions[u]!;
     this.descView = dr.view;
     this.descBase = this.descAddr - dr.base;
-    // 16-byte aligned (checked above) and regions start 8-byte aligned: u32 access is safe.
-    this.descWords = HOST_LITTLE_ENDIAN
-      ? new Uint32Array(dr.bytes.buffer, dr.bytes.byteOffset + this.descBase, 4 * n)
-      : null;
+    this.descWords = wordView(dr.bytes, this.descBase, 4 * n);
     const availWords = wordsOver(ar.bytes, this.driverAddr - ar.base, availRingBytes(n));
     const usedWords = wordsOver(ur.bytes, this.deviceAddr - ur.base, usedRingBytes(n));
     if (availWords === null || usedWords === null) {
@@ -268,6 +277,7 @@ export class DeviceQueue {
     this.usedWords = usedWords;
     this.usedView = ur.view;
     this.usedBase = this.deviceAddr - ur.base;
+    this.usedDwords = wordView(ur.bytes, this.usedBase, (usedRingBytes(n) - 2) >>> 2);
     const only = mem.regions.length === 1 ? mem.regions[0]! : null;
     this.flatBase = only === null ? 0 : only.base;
     this.flatEnd = only === null ? -1 : only.end;
@@ -296,10 +306,17 @@ export class DeviceQueue {
     return mem.locate(addr, len);
   }
 
+  /** Whether the cached ring views are current (small enough for V8 to inline). */
   private sync(): boolean {
     const mem = this.memory;
     if (mem === null) return false;
-    if (mem.growable) mem.refresh();
+    if (!mem.growable && mem.epoch === this.epoch) return true;
+    return this.resync(mem);
+  }
+
+  /** Refreshes views after a `WebAssembly.Memory` grew; a failure stops the queue. */
+  private resync(mem: GuestMemory): boolean {
+    mem.refresh();
     if (mem.epoch === this.epoch) return true;
     const err = this.resolve();
     if (err === undefined) return true;
@@ -542,9 +559,16 @@ export class DeviceQueue {
     const chain = this.chains[head];
     const max = chain === undefined ? 0 : chain.writableLength;
     const used = Math.max(0, Math.min(len, max));
-    const off = this.usedBase + 4 + 8 * (this.nextUsed & (this.size - 1));
-    this.usedView.setUint32(off, head, true);
-    this.usedView.setUint32(off + 4, used, true);
+    const slot = this.nextUsed & (this.size - 1);
+    const dwords = this.usedDwords;
+    if (dwords !== null) {
+      dwords[1 + 2 * slot] = head;
+      dwords[2 + 2 * slot] = used;
+    } else {
+      const off = this.usedBase + 4 + 8 * slot;
+      this.usedView.setUint32(off, head, true);
+      this.usedView.setUint32(off + 4, used, true);
+    }
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     this.stats.used++;
     return true;
