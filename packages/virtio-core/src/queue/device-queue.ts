@@ -130,7 +130,9 @@ export class DeviceQueue {
   private usedFlags = 0;
   private owned: Uint8Array;
   private inFlightCount = 0;
-  private chains: (DescriptorChain | undefined)[] = [];
+  // One pooled chain per head, created on first use. Filled with null up front so the
+  // array keeps fast (non-dictionary) elements however sparsely heads are used.
+  private readonly chains: (DescriptorChain | null)[];
 
   /**
    * @param index - the queue's index in its device
@@ -146,6 +148,7 @@ export class DeviceQueue {
       throw new Error(`queue max size ${maxSize} is not a power of two ≤ 32768`);
     this.size = maxSize;
     this.owned = new Uint8Array(maxSize);
+    this.chains = new Array<DescriptorChain | null>(maxSize).fill(null);
   }
 
   /** Hands the queue the guest memory its rings and buffers live in. */
@@ -285,7 +288,8 @@ export class DeviceQueue {
     const reg = this.chains;
     // Chains of another memory (a re-bind) are dropped; chains of this memory stay valid (its
     // region objects are refreshed in place), so in-flight heads keep their writable length.
-    for (let i = 0; i < reg.length; i++) if (reg[i]?.regions !== mem.regions) reg[i] = undefined;
+    for (let i = 0; i < reg.length; i++)
+      if (reg[i] != null && reg[i]!.regions !== mem.regions) reg[i] = null;
     return undefined;
   }
 
@@ -390,8 +394,8 @@ export class DeviceQueue {
         `head ${head} made available again while the device still owns it`,
       );
     }
-    let chain = this.chains[head];
-    if (chain === undefined) {
+    let chain = this.chains[head]!;
+    if (chain === null) {
       chain = new DescriptorChain(mem.regions);
       this.chains[head] = chain;
     }
@@ -557,7 +561,7 @@ export class DeviceQueue {
     this.owned[head] = 0;
     this.inFlightCount--;
     const chain = this.chains[head];
-    const max = chain === undefined ? 0 : chain.writableLength;
+    const max = chain == null ? 0 : chain.writableLength;
     const used = Math.max(0, Math.min(len, max));
     const slot = this.nextUsed & (this.size - 1);
     const dwords = this.usedDwords;
