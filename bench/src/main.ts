@@ -1,12 +1,14 @@
 /**
  * The benchmark runner: `pnpm bench [suite…] [options]`.
  *
- * Runs the registered suites (all by default, or those named on the command line),
+ * Runs the main-job suites by default (the emulated-vs-PV comparisons), the suites named
+ * on the command line, or every suite with `--all`,
  * prints their tables, and writes `latest.json` and `latest.md` (this run) and
  * `<suite>.json` / `<suite>.md` (each suite's last run) to `bench/results/`.
  *
  * Options:
- * - `--list`: print the suites and exit
+ * - `--list`: print the suites and exit (`*` marks the main job)
+ * - `--all`: run every suite
  * - `--quick`: short sampling (a smoke run; numbers are rough)
  * - `--max-time <s>`: benchmark.js sampling time per benchmark, split over a suite's rounds (default 2, quick 0.3)
  * - `--min-samples <n>`: benchmark.js `minSamples` (default 10, quick 5)
@@ -31,7 +33,7 @@ import {
 import type { SuiteOptions, SuiteResult } from "./suite.js";
 import { suites } from "./suites/index.js";
 
-const HELP = `usage: pnpm bench [suite...] [--list] [--quick] [--max-time s] [--min-samples n] [--out dir] [--dry-run] [--strict]`;
+const HELP = `usage: pnpm bench [suite...] [--all] [--list] [--quick] [--max-time s] [--min-samples n] [--out dir] [--dry-run] [--strict]`;
 
 async function main(argv: readonly string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -39,6 +41,7 @@ async function main(argv: readonly string[]): Promise<number> {
     allowPositionals: true,
     options: {
       list: { type: "boolean", default: false },
+      all: { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
       "max-time": { type: "string" },
       "min-samples": { type: "string" },
@@ -53,7 +56,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   if (values.list) {
-    for (const s of suites) console.log(`${s.name.padEnd(16)} ${s.summary}`);
+    for (const s of suites) console.log(`${s.main ? "*" : " "} ${s.name.padEnd(16)} ${s.summary}`);
     return 0;
   }
   const unknown = positionals.filter((n) => !suites.some((s) => s.name === n));
@@ -64,7 +67,11 @@ async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   const picked =
-    positionals.length === 0 ? suites : suites.filter((s) => positionals.includes(s.name));
+    positionals.length > 0
+      ? suites.filter((s) => positionals.includes(s.name))
+      : values.all
+        ? suites
+        : suites.filter((s) => s.main === true);
   const quick = values.quick;
   const maxTime = Number(values["max-time"] ?? (quick ? 0.3 : 2));
   const minSamples = Number(values["min-samples"] ?? (quick ? 5 : 10));

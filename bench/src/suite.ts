@@ -66,6 +66,12 @@ export interface Suite {
   readonly name: string;
   /** One line saying what the suite measures. */
   readonly summary: string;
+  /**
+   * Part of the main job: what `pnpm bench` runs when no suite is named (the
+   * emulated-vs-paravirtual comparisons, short enough to finish in about a minute).
+   * The others run when named, or all with `--all`.
+   */
+  readonly main?: boolean;
   /** Runs the suite. */
   run(options: SuiteOptions): Promise<SuiteResult>;
 }

@@ -200,6 +200,7 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
 /** The registered suite. */
 export const hypercallMmuSuite: Suite = {
   name: "hypercall-mmu",
+  main: true,
   summary:
     "address-space build/touch/fork/teardown: PV MMU vs trapping MMU vs EPT-like MMU, exits per operation",
   run,

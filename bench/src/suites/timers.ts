@@ -162,6 +162,7 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
 /** The registered suite. */
 export const timersSuite: Suite = {
   name: "timers",
+  main: true,
   summary:
     "one-shot timer reprogram and clock read: PV (hypercall, pvclock) vs LAPIC, PIT, HPET, exits per operation",
   run,
