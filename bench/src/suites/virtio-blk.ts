@@ -25,7 +25,8 @@ export const IOPS_TARGET = 1_000_000;
 /** Target: 64 KiB throughput as a fraction of memcpy bandwidth. */
 export const BANDWIDTH_TARGET = 0.5;
 
-interface Workload {
+/** One workload of the suite. */
+export interface Workload {
   readonly key: string;
   readonly label: string;
   readonly type: number;
@@ -33,7 +34,8 @@ interface Workload {
   readonly random: boolean;
 }
 
-const WORKLOADS: readonly Workload[] = [
+/** The workloads, in run order. */
+export const WORKLOADS: readonly Workload[] = [
   {
     key: "randread-4k",
     label: "4 KiB random read",
@@ -57,7 +59,8 @@ const WORKLOADS: readonly Workload[] = [
   },
 ];
 
-interface Measured {
+/** What one {@link drive} run counted. */
+export interface Measured {
   readonly ops: number;
   readonly seconds: number;
   readonly exits: number;
@@ -83,7 +86,7 @@ function rig(depth: number) {
 }
 
 /** Keeps `depth` requests in flight for `seconds`, re-posting each one as it completes. */
-function drive(w: Workload, depth: number, seconds: number): Promise<Measured> {
+export function drive(w: Workload, depth: number, seconds: number): Promise<Measured> {
   const { bus, irq, device, driver, buffers } = rig(depth);
   const views = buffers.map((b) => [{ addr: b[0]!.addr, len: w.size }]);
   const sectorsPer = w.size / 512;

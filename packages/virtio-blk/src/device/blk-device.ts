@@ -147,6 +147,9 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
   private readonly offered: bigint;
   private limits: BlkLimits;
   private writebackMode: boolean;
+  // Negotiated FLUSH / CONFIG_WCE, cached at DRIVER_OK (checked on every write).
+  private flushNegotiated = false;
+  private wceNegotiated = false;
   private epoch = 0;
   private readonly writes = new Set<Promise<unknown>>();
   private readonly flushScheduled: boolean[];
@@ -240,13 +243,14 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
 
   /** Whether completed writes may still sit in a volatile cache (§5.2.6.2). */
   get writeback(): boolean {
-    const f = this.negotiatedFeatures;
-    if (!hasFeature(f, VIRTIO_BLK_F_FLUSH)) return false;
-    return hasFeature(f, VIRTIO_BLK_F_CONFIG_WCE) ? this.writebackMode : true;
+    if (!this.flushNegotiated) return false;
+    return this.wceNegotiated ? this.writebackMode : true;
   }
 
   protected override onActivate(features: bigint): VirtioError | undefined {
     const has = (bit: number): boolean => hasFeature(features, bit);
+    this.flushNegotiated = has(VIRTIO_BLK_F_FLUSH);
+    this.wceNegotiated = has(VIRTIO_BLK_F_CONFIG_WCE);
     this.limits = {
       ...this.limits,
       flush: has(VIRTIO_BLK_F_FLUSH),
@@ -259,6 +263,8 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
   protected override onReset(): void {
     // Completions of requests from before the reset are dropped (never acknowledged).
     this.epoch++;
+    this.flushNegotiated = false;
+    this.wceNegotiated = false;
     this.inFlight.fill(0);
     this.flushScheduled.fill(false);
     const offered = this.offered;

@@ -167,11 +167,25 @@ export function parseBlkRequest(chain: DescriptorChain, limits: BlkLimits): BlkP
     );
   }
   const r = chain.reader;
-  r.rewind();
-  const type = r.readU32();
-  r.skip(4); // reserved
-  const lo = r.readU32();
-  const hi = r.readU32();
+  let type: number;
+  let lo: number;
+  let hi: number;
+  if (chain.bufferLength(0) >= VIRTIO_BLK_HEADER_SIZE) {
+    // The usual layout: the whole header in the first descriptor. Read it in place.
+    const v = chain.bufferView(0);
+    const at = chain.bufferOffset(0);
+    type = v.getUint32(at, true);
+    lo = v.getUint32(at + 8, true);
+    hi = v.getUint32(at + 12, true);
+    r.position = VIRTIO_BLK_HEADER_SIZE;
+  } else {
+    // A header split over descriptors (§2.6.4: no framing may be assumed).
+    r.rewind();
+    type = r.readU32();
+    r.skip(4); // reserved
+    lo = r.readU32();
+    hi = r.readU32();
+  }
   // Sectors at or above 2^53 cannot be in range; keep them exact-or-infinite.
   const sector = hi >= 0x20_0000 ? Number.POSITIVE_INFINITY : hi * 0x1_0000_0000 + lo;
   const outData = readable - VIRTIO_BLK_HEADER_SIZE;

@@ -118,6 +118,10 @@ export interface VirtioBlkDriverOptions {
 }
 
 interface Token {
+  /** Device-readable data after the header. */
+  out: GuestBuffer[];
+  /** Device-writable data before the status byte. */
+  inBufs: GuestBuffer[];
   type: number;
   sector: number;
   slot: number;
@@ -128,13 +132,6 @@ interface Token {
   bounce: number;
   dataLength: number;
   done: BlkCallback;
-}
-
-interface Waiting {
-  readonly queue: number;
-  readonly out: GuestBuffer[];
-  readonly inBufs: GuestBuffer[];
-  readonly token: Token;
 }
 
 const SLOT_BYTES = 32; // 16-byte header + status byte, 16-aligned
@@ -168,7 +165,12 @@ export class VirtioBlkDriver {
   private readonly slotView: DataView;
   private readonly dirty: Uint8Array;
   private readonly freeSlots: number[] = [];
-  private readonly waiting: Waiting[] = [];
+  private readonly waiting: Token[] = [];
+  // Per slot: the header and status buffers (fixed addresses), and scratch lists for add().
+  private readonly headerBufs: GuestBuffer[] = [];
+  private readonly statusBufs: GuestBuffer[] = [];
+  private readonly outList: GuestBuffer[] = [];
+  private readonly inList: GuestBuffer[] = [];
   private nextQueue = 0;
   private readonly drainFn = (t: Token, len: number): void => this.complete(t, len);
 
@@ -190,6 +192,11 @@ export class VirtioBlkDriver {
     this.slotView = new DataView(area.buffer, area.byteOffset, area.byteLength);
     this.dirty = new Uint8Array(queues.length);
     for (let i = slotCount - 1; i >= 0; i--) this.freeSlots.push(i);
+    for (let i = 0; i < slotCount; i++) {
+      const hdr = slots + i * SLOT_BYTES;
+      this.headerBufs.push({ addr: hdr, len: VIRTIO_BLK_HEADER_SIZE });
+      this.statusBufs.push({ addr: hdr + VIRTIO_BLK_HEADER_SIZE, len: 1 });
+    }
   }
 
   /**
@@ -426,22 +433,31 @@ export class VirtioBlkDriver {
     this.nextQueue = (this.nextQueue + 1) % this.queues.length;
     let dataLength = 0;
     for (const b of type === VirtioBlkType.OUT ? out : inBufs) dataLength += b.len;
-    const token: Token = { type, sector, slot: -1, queue, dst, bounce, dataLength, done };
+    const token: Token = {
+      out,
+      inBufs,
+      type,
+      sector,
+      slot: -1,
+      queue,
+      dst,
+      bounce,
+      dataLength,
+      done,
+    };
     this.stats.submitted++;
-    this.place({ queue, out, inBufs, token });
+    this.place(token);
   }
 
   /** Puts a request on its ring, or in the backlog when the ring (or the slots) are full. */
-  private place(w: Waiting): boolean {
-    const q = this.queues[w.queue]!;
+  private place(t: Token): boolean {
+    const q = this.queues[t.queue]!;
     const slot = this.freeSlots.pop();
     if (slot === undefined) {
-      this.waiting.push(w);
+      this.waiting.push(t);
       this.stats.backlogged++;
       return false;
     }
-    const t = w.token;
-    const hdr = this.slots + slot * SLOT_BYTES;
     const v = this.slotView;
     const at = slot * SLOT_BYTES;
     v.setUint32(at, t.type, true);
@@ -450,16 +466,21 @@ export class VirtioBlkDriver {
     v.setUint32(at + 12, Math.floor(t.sector / 0x1_0000_0000), true);
     v.setUint8(at + VIRTIO_BLK_HEADER_SIZE, 0xff); // status: not yet written
     t.slot = slot;
-    const head = q.add(
-      [{ addr: hdr, len: VIRTIO_BLK_HEADER_SIZE }, ...w.out],
-      [...w.inBufs, { addr: hdr + VIRTIO_BLK_HEADER_SIZE, len: 1 }],
-      t,
-    );
+    // §5.2.6: header, data out, data in, status — built in reused lists (add copies them).
+    const out = this.outList;
+    const inBufs = this.inList;
+    out.length = 0;
+    inBufs.length = 0;
+    out.push(this.headerBufs[slot]!);
+    for (const b of t.out) out.push(b);
+    for (const b of t.inBufs) inBufs.push(b);
+    inBufs.push(this.statusBufs[slot]!);
+    const head = q.add(out, inBufs, t);
     if (head instanceof DriverError) {
       this.freeSlots.push(slot);
       t.slot = -1;
       if (head.code === VirtioErrorCode.NO_SPACE) {
-        this.waiting.push(w);
+        this.waiting.push(t);
         this.stats.backlogged++;
         return false;
       }
@@ -467,7 +488,7 @@ export class VirtioBlkDriver {
       t.done(-1, 0);
       return false;
     }
-    this.dirty[w.queue] = 1;
+    this.dirty[t.queue] = 1;
     return true;
   }
 
@@ -500,8 +521,8 @@ export class VirtioBlkDriver {
 
   private refill(): void {
     while (this.waiting.length > 0) {
-      const w = this.waiting.shift()!;
-      if (!this.place(w)) {
+      const t = this.waiting.shift()!;
+      if (!this.place(t)) {
         // Still no room: it went back to the end of the backlog; keep the order by stopping.
         this.waiting.unshift(this.waiting.pop()!);
         break;

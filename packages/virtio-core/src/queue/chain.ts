@@ -109,6 +109,13 @@ export class DescriptorChain {
   bufferBytes(i: number): Uint8Array {
     return this.regions[this.regionOf[i]!]!.bytes;
   }
+  /**
+   * A `DataView` over the same region as {@link bufferBytes}, for little-endian fields
+   * inside buffer `i` (at {@link bufferOffset}) without copying or allocating.
+   */
+  bufferView(i: number): DataView {
+    return this.regions[this.regionOf[i]!]!.view;
+  }
   /** Offset of buffer `i` inside {@link bufferBytes}. */
   bufferOffset(i: number): number {
     return this.offsetOf[i]!;

@@ -108,6 +108,8 @@ export class DeviceQueue {
   // Resolved ring areas (valid while enabled).
   private descView: DataView = new DataView(new ArrayBuffer(0));
   private descBase = 0;
+  // One-region memory as little-endian u32 words (null otherwise), for indirect tables.
+  private flatWords: Uint32Array | null = null;
   // The used ring as little-endian u32 words (null on a big-endian host).
   private usedDwords: Uint32Array | null = null;
   // The descriptor table as little-endian u32 words (null on a big-endian host).
@@ -284,6 +286,7 @@ export class DeviceQueue {
     const only = mem.regions.length === 1 ? mem.regions[0]! : null;
     this.flatBase = only === null ? 0 : only.base;
     this.flatEnd = only === null ? -1 : only.end;
+    this.flatWords = only === null ? null : wordView(only.bytes, 0, Math.floor(only.size / 4));
     this.epoch = mem.epoch;
     const reg = this.chains;
     // Chains of another memory (a re-bind) are dropped; chains of this memory stay valid (its
@@ -411,7 +414,9 @@ export class DeviceQueue {
     chain.begin(head);
     const flatBase = this.flatBase;
     const flatEnd = this.flatEnd;
-    let words = this.descWords; // the queue's own table; null inside an indirect table
+    const flatWords = this.flatWords;
+    let words = this.descWords; // u32 words of the current table, or null: use the DataView
+    let wbase = 0; // index of the current table's first word in `words`
     let view = this.descView;
     let base = this.descBase;
     let tableSize = this.size;
@@ -436,7 +441,7 @@ export class DeviceQueue {
       let flags: number;
       let next: number;
       if (words !== null) {
-        const w = idx * 4;
+        const w = wbase + idx * 4;
         lo = words[w]!;
         hi = words[w + 1]!;
         len = words[w + 2]!;
@@ -492,9 +497,12 @@ export class DeviceQueue {
           );
         }
         const region = mem.regions[r]!;
-        words = null; // indirect tables need no alignment: read them through the DataView
         view = region.view;
         base = addr - region.base;
+        // A 4-byte aligned table in one-region memory is read as words of the whole region;
+        // any other (no alignment is required of indirect tables) through the DataView.
+        words = flatWords !== null && base % 4 === 0 ? flatWords : null;
+        wbase = base / 4;
         tableSize = entries;
         limit = count + entries;
         inIndirect = true;
