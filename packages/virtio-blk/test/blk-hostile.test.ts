@@ -345,6 +345,23 @@ describe("virtio-blk against a hostile driver (§5.2.6)", () => {
     },
   );
 
+  it("accepts a header split across two descriptors (§2.6.4: no framing assumed)", async () => {
+    const rig = rawRig();
+    rig.header(HDR, VirtioBlkType.IN, 5);
+    const used = await rig.submit([
+      { addr: HDR, len: 8 },
+      { addr: HDR + 8, len: 8 },
+      data(512, true),
+      st(),
+    ]);
+    expect(used?.len).toBe(513);
+    expect(rig.status()).toBe(VirtioBlkStatus.OK);
+    expectSameBytes(
+      rig.memory.slice(DATA, 512) as Uint8Array,
+      pattern(77, DISK).subarray(2560, 3072),
+    );
+  });
+
   it("random requests never throw, never touch memory outside their buffers, and change the disk only as valid writes say", async () => {
     const descArb = fc.record({
       region: fc.constantFrom(HDR, DATA, DATA + 0x800, STATUS),
