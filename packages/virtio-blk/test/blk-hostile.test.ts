@@ -1,4 +1,3 @@
-import { Bus, GuestMemory, IrqLine } from "@pvkit/platform";
 import {
   BlkErrorCode,
   MemoryDisk,
@@ -11,26 +10,20 @@ import {
   VirtioBlkType,
 } from "@pvkit/virtio-blk";
 import {
-  VIRTIO_CONFIG_S_ACKNOWLEDGE as ACK,
-  VIRTIO_CONFIG_S_DRIVER as DRIVER,
-  VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK,
-  VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK,
+  featureMask,
   VIRTIO_CONFIG_S_NEEDS_RESET as NEEDS_RESET,
   VirtioMmio as R,
-  VIRTIO_MMIO_WINDOW,
-  VirtioMmioTransport,
 } from "@pvkit/virtio-core";
 import {
   type ChainBuffer,
   checkCanary,
   fillCanary,
-  MockSplitQueue,
+  rawMmioGuest,
 } from "@pvkit/virtio-core/testing";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { expectSameBytes, pattern } from "./harness.js";
 
-const BASE = 0xfeb0_0000;
 const QSIZE = 16;
 const RING = 0x1_0000;
 const HDR = 0x2_0000; // request headers
@@ -40,48 +33,17 @@ const DISK = 64 * 1024; // 128 sectors
 
 /** A live virtio-blk device driven by a raw (unvalidated) driver. */
 function rawRig(options: { readOnly?: boolean; maxDiscardSeg?: number } = {}) {
-  const memory = GuestMemory.create(1 << 20);
   const disk = new MemoryDisk(pattern(77, DISK), { readOnly: options.readOnly ?? false });
   const device = new VirtioBlkDevice({
     backend: disk,
     queueSize: QSIZE,
     maxDiscardSeg: options.maxDiscardSeg ?? 4,
   });
-  const irq = new IrqLine("blk");
-  const bus = new Bus();
-  bus.map(
-    "mmio",
-    BASE,
-    VIRTIO_MMIO_WINDOW,
-    new VirtioMmioTransport({ device, memory, irq }),
-    "blk",
-  );
-  const w = (off: number, v: number) => bus.write("mmio", BASE + off, 4, v);
-  const r = (off: number) => bus.read("mmio", BASE + off, 4);
-  let mock = new MockSplitQueue(memory, QSIZE, { base: RING });
-  const init = () => {
-    w(R.STATUS, 0);
-    w(R.STATUS, ACK);
-    w(R.STATUS, ACK | DRIVER);
-    w(R.DRIVER_FEATURES_SEL, 1);
-    w(R.DRIVER_FEATURES, 1); // VERSION_1
-    w(R.DRIVER_FEATURES_SEL, 0);
-    let f =
-      (1 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_BLK_F_DISCARD) | (1 << VIRTIO_BLK_F_WRITE_ZEROES);
-    if (options.readOnly) f = (1 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_BLK_F_RO);
-    w(R.DRIVER_FEATURES, f);
-    w(R.STATUS, ACK | DRIVER | FEATURES_OK);
-    mock = new MockSplitQueue(memory, QSIZE, { base: RING });
-    w(R.QUEUE_SEL, 0);
-    w(R.QUEUE_NUM, QSIZE);
-    w(R.QUEUE_DESC_LOW, mock.descAddr);
-    w(R.QUEUE_DRIVER_LOW, mock.availAddr);
-    w(R.QUEUE_DEVICE_LOW, mock.usedAddr);
-    w(R.QUEUE_READY, 1);
-    w(R.STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
-    expect(r(R.STATUS)).toBe(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
-  };
-  init();
+  const features = options.readOnly
+    ? featureMask(VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO)
+    : featureMask(VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES);
+  const g = rawMmioGuest(device, { features, queues: [{ base: RING, size: QSIZE }] });
+  const { memory } = g;
   const header = (at: number, type: number, sectorLo: number, sectorHi = 0) => {
     memory.writeU32(at, type);
     memory.writeU32(at + 4, 0);
@@ -90,16 +52,27 @@ function rawRig(options: { readOnly?: boolean; maxDiscardSeg?: number } = {}) {
   };
   /** Posts a chain, notifies, waits for the device; returns the used element (or undefined). */
   const submit = async (buffers: ChainBuffer[]) => {
+    const mock = g.queues[0]!;
     memory.writeU8(STATUS, 0xee);
     const before = mock.usedIdx();
     mock.addChain(buffers);
-    w(R.QUEUE_NOTIFY, 0);
+    g.notify(0);
     await new Promise((res) => setTimeout(res, 0));
     const after = mock.usedIdx();
     return after === before ? undefined : mock.usedElem(before);
   };
   const status = () => memory.readU8(STATUS);
-  return { memory, disk, device, bus, r, w, init, header, submit, status, mock: () => mock };
+  return {
+    memory,
+    disk,
+    device,
+    r: g.read,
+    init: g.init,
+    header,
+    submit,
+    status,
+    mock: () => g.queues[0]!,
+  };
 }
 
 const hdr = (): ChainBuffer => ({ addr: HDR, len: 16 });

@@ -5,29 +5,22 @@
  * byte-exact only when the device's documented TX rules (§5.1.6.2) allow it.
  */
 import {
-  Bus,
   completeChecksum,
-  GuestMemory,
-  IrqLine,
+  type GuestMemory,
   LoopbackBackend,
   NET_META_NEEDS_CSUM,
 } from "@pvkit/platform";
 import {
-  VIRTIO_CONFIG_S_ACKNOWLEDGE as ACK,
-  VIRTIO_CONFIG_S_DRIVER as DRIVER,
-  VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK,
-  VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK,
+  featureMask,
   VIRTIO_CONFIG_S_NEEDS_RESET as NEEDS_RESET,
   VirtioMmio as R,
-  VIRTIO_MMIO_WINDOW,
-  VirtioMmioTransport,
 } from "@pvkit/virtio-core";
 import {
   type ChainBuffer,
   checkCanary,
   fillCanary,
   type MemoryRange,
-  MockSplitQueue,
+  rawMmioGuest,
 } from "@pvkit/virtio-core/testing";
 import {
   type NetControlError,
@@ -55,7 +48,6 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { rng, settle, totalDrops, udpFrame } from "./harness.js";
 
-const BASE = 0xfeb0_0000;
 const QSIZE = 16;
 const MTU = 1500;
 const HDR = 12;
@@ -80,7 +72,6 @@ interface Negotiated {
 
 /** A live virtio-net device (rx 0, tx 1, ctrl 2) behind virtio-mmio, driven by raw queues. */
 function rawRig(neg: Negotiated, checksumOffload: boolean) {
-  const memory = GuestMemory.create(1 << 20);
   const backend = new LoopbackBackend({ mode: "sink", checksumOffload });
   const device = new VirtioNetDevice({
     backend,
@@ -90,43 +81,24 @@ function rawRig(neg: Negotiated, checksumOffload: boolean) {
     ctrlQueueSize: QSIZE,
     mrgRxbuf: false,
   });
-  const irq = new IrqLine("net");
-  const bus = new Bus();
-  bus.map(
-    "mmio",
-    BASE,
-    VIRTIO_MMIO_WINDOW,
-    new VirtioMmioTransport({ device, memory, irq }),
-    "net",
+  let features = featureMask(
+    VIRTIO_NET_F_MAC,
+    VIRTIO_NET_F_MTU,
+    VIRTIO_NET_F_CTRL_VQ,
+    VIRTIO_NET_F_CTRL_RX,
   );
-  const w = (off: number, v: number) => bus.write("mmio", BASE + off, 4, v);
-  const r = (off: number) => bus.read("mmio", BASE + off, 4);
-  w(R.STATUS, 0);
-  w(R.STATUS, ACK);
-  w(R.STATUS, ACK | DRIVER);
-  w(R.DRIVER_FEATURES_SEL, 1);
-  w(R.DRIVER_FEATURES, 1); // VERSION_1
-  w(R.DRIVER_FEATURES_SEL, 0);
-  let f = (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_MTU) | (1 << VIRTIO_NET_F_CTRL_VQ);
-  f |= 1 << VIRTIO_NET_F_CTRL_RX;
-  if (neg.csum) f |= 1 << VIRTIO_NET_F_CSUM;
-  if (neg.rxExtra) f |= 1 << VIRTIO_NET_F_CTRL_RX_EXTRA;
-  if (neg.announce) f |= 1 << VIRTIO_NET_F_GUEST_ANNOUNCE;
-  if (neg.macAddr) f |= 1 << VIRTIO_NET_F_CTRL_MAC_ADDR;
-  w(R.DRIVER_FEATURES, f >>> 0);
-  w(R.STATUS, ACK | DRIVER | FEATURES_OK);
-  const queues = [RX_RING, TX_RING, CTRL_RING].map((base, i) => {
-    const mock = new MockSplitQueue(memory, QSIZE, { base });
-    w(R.QUEUE_SEL, i);
-    w(R.QUEUE_NUM, QSIZE);
-    w(R.QUEUE_DESC_LOW, mock.descAddr);
-    w(R.QUEUE_DRIVER_LOW, mock.availAddr);
-    w(R.QUEUE_DEVICE_LOW, mock.usedAddr);
-    w(R.QUEUE_READY, 1);
-    return mock;
+  if (neg.csum) features |= featureMask(VIRTIO_NET_F_CSUM);
+  if (neg.rxExtra) features |= featureMask(VIRTIO_NET_F_CTRL_RX_EXTRA);
+  if (neg.announce) features |= featureMask(VIRTIO_NET_F_GUEST_ANNOUNCE);
+  if (neg.macAddr) features |= featureMask(VIRTIO_NET_F_CTRL_MAC_ADDR);
+  const g = rawMmioGuest(device, {
+    features,
+    queues: [RX_RING, TX_RING, CTRL_RING].map((base) => ({ base, size: QSIZE })),
   });
-  w(R.STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
-  expect(r(R.STATUS)).toBe(ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+  const memory = g.memory;
+  const queues = g.queues;
+  const w = g.write;
+  const r = g.read;
   const tx = queues[1]!;
   const ctrl = queues[2]!;
   const rings = queues.flatMap((q) => q.ringRanges());

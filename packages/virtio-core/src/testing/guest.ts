@@ -21,8 +21,17 @@ import { VirtioMmioDriverTransport } from "../driver/mmio-driver.js";
 import { VirtioPciDriverTransport } from "../driver/pci-driver.js";
 import type { VirtioDriverTransport } from "../driver/transport.js";
 import { DriverError } from "../errors.js";
+import {
+  VIRTIO_CONFIG_S_ACKNOWLEDGE,
+  VIRTIO_CONFIG_S_DRIVER,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_F_VERSION_1,
+  VirtioMmio,
+} from "../spec.js";
 import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from "../transport/mmio.js";
 import { VirtioPciTransport } from "../transport/pci.js";
+import { MockSplitQueue } from "./mock-queue.js";
 
 /** Which virtio transport the test guest uses. */
 export type TestTransport = "mmio" | "pci";
@@ -108,4 +117,93 @@ export function deliverInterrupts(irq: IrqLine, handler: () => void): void {
       for (let i = 0; i < 1000 && irq.level; i++) handler();
     });
   });
+}
+
+/** Options of {@link rawMmioGuest}. */
+export interface RawMmioGuestOptions {
+  /** Guest RAM in bytes (default 1 MiB). */
+  readonly memoryBytes?: number;
+  /** Feature bits the raw driver accepts (VERSION_1 is added). */
+  readonly features?: bigint;
+  /** One ring per queue to set up: where its raw rings live and its size. */
+  readonly queues: readonly { readonly base: number; readonly size: number }[];
+}
+
+/** A device behind virtio-mmio driven by raw, unvalidated rings (see {@link rawMmioGuest}). */
+export interface RawMmioGuest {
+  readonly memory: GuestMemory;
+  readonly bus: Bus;
+  readonly irq: IrqLine;
+  /** A 32-bit register read of the device's window. */
+  read(offset: number): number;
+  /** A 32-bit register write to the device's window. */
+  write(offset: number, value: number): void;
+  /** The raw rings, one per configured queue (replaced by {@link init}). */
+  queues: MockSplitQueue[];
+  /** Resets the device and brings it to DRIVER_OK again with fresh rings (§3.1.1). */
+  init(): void;
+  /** Writes QueueNotify for queue `index`. */
+  notify(index: number): void;
+}
+
+/**
+ * A guest whose "driver" is a test: the device is negotiated to exactly `features` and
+ * its queues are set up on {@link MockSplitQueue}s through raw virtio-mmio register
+ * writes, so a test can then put any chain, well-formed or hostile, on a ring.
+ *
+ * @throws Error when the device does not reach DRIVER_OK (a broken test setup)
+ */
+export function rawMmioGuest(device: VirtioDevice, options: RawMmioGuestOptions): RawMmioGuest {
+  const memory = GuestMemory.create(options.memoryBytes ?? 1 << 20);
+  const irq = new Irq("virtio-mmio");
+  const bus = new Bus();
+  bus.map(
+    "mmio",
+    TEST_MMIO_BASE,
+    VIRTIO_MMIO_WINDOW,
+    new VirtioMmioTransport({ device, memory, irq }),
+    "virtio-mmio",
+  );
+  const read = (offset: number): number => bus.read("mmio", TEST_MMIO_BASE + offset, 4);
+  const write = (offset: number, value: number): void =>
+    bus.write("mmio", TEST_MMIO_BASE + offset, 4, value >>> 0);
+  const features = (options.features ?? 0n) | (1n << BigInt(VIRTIO_F_VERSION_1));
+  const guest: RawMmioGuest = {
+    memory,
+    bus,
+    irq,
+    read,
+    write,
+    queues: [],
+    init() {
+      const ok = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
+      write(VirtioMmio.STATUS, 0);
+      write(VirtioMmio.STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+      write(VirtioMmio.STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+      for (const page of [0, 1]) {
+        write(VirtioMmio.DRIVER_FEATURES_SEL, page);
+        write(VirtioMmio.DRIVER_FEATURES, Number((features >> BigInt(32 * page)) & 0xffff_ffffn));
+      }
+      write(VirtioMmio.STATUS, ok);
+      guest.queues = options.queues.map(({ base, size }, i) => {
+        const mock = new MockSplitQueue(memory, size, { base });
+        write(VirtioMmio.QUEUE_SEL, i);
+        write(VirtioMmio.QUEUE_NUM, size);
+        write(VirtioMmio.QUEUE_DESC_LOW, mock.descAddr);
+        write(VirtioMmio.QUEUE_DRIVER_LOW, mock.availAddr);
+        write(VirtioMmio.QUEUE_DEVICE_LOW, mock.usedAddr);
+        write(VirtioMmio.QUEUE_READY, 1);
+        return mock;
+      });
+      write(VirtioMmio.STATUS, ok | VIRTIO_CONFIG_S_DRIVER_OK);
+      const status = read(VirtioMmio.STATUS);
+      if (status !== (ok | VIRTIO_CONFIG_S_DRIVER_OK))
+        throw new Error(`device did not reach DRIVER_OK (status 0x${status.toString(16)})`);
+    },
+    notify(index: number) {
+      write(VirtioMmio.QUEUE_NOTIFY, index);
+    },
+  };
+  guest.init();
+  return guest;
 }

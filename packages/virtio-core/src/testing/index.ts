@@ -8,6 +8,9 @@
 
 export {
   deliverInterrupts,
+  type RawMmioGuest,
+  type RawMmioGuestOptions,
+  rawMmioGuest,
   TEST_MMIO_BASE,
   TEST_PCI_SLOT,
   type TestGuest,
