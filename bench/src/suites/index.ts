@@ -6,6 +6,7 @@
 
 import type { Suite } from "../suite.js";
 import { hypercallMmuSuite } from "./hypercall-mmu.js";
+import { nicCompareSuite } from "./nic-compare.js";
 import { splitQueueSuite } from "./split-queue.js";
 import { timersSuite } from "./timers.js";
 import { virtioBlkSuite } from "./virtio-blk.js";
@@ -13,6 +14,7 @@ import { virtioNetSuite } from "./virtio-net.js";
 
 /** Every suite the runner knows, by run order. */
 export const suites: readonly Suite[] = [
+  nicCompareSuite,
   splitQueueSuite,
   virtioBlkSuite,
   virtioNetSuite,

@@ -10,34 +10,14 @@
  * @module
  */
 
-import { type NetBackend, type NetEndpoint, newNetBackendStats } from "@pvkit/platform";
 import { DriverError, featureMask, VIRTIO_F_EVENT_IDX } from "@pvkit/virtio-core";
 import { deliverInterrupts, testGuest } from "@pvkit/virtio-core/testing";
 import { VirtioNetDevice, VirtioNetDriver } from "@pvkit/virtio-net";
+import { BenchBackend, yieldTurns } from "../net-rig.js";
 import type { ResultCheck, Suite, SuiteOptions, SuiteResult } from "../suite.js";
 
 /** Target: exits per packet with EVENT_IDX and batches of 256. */
 export const EXITS_TARGET = 0.05;
-
-/** A back-end that discards what it is sent and hands the device what the bench injects. */
-class BenchBackend implements NetBackend {
-  readonly name = "bench";
-  readonly checksumOffload = true;
-  readonly linkUp = true;
-  readonly stats = newNetBackendStats();
-  endpoint: NetEndpoint | null = null;
-  attach(e: NetEndpoint): void {
-    this.endpoint = e;
-  }
-  detach(): void {
-    this.endpoint = null;
-  }
-  send(frame: Uint8Array): "sent" {
-    this.stats.txFrames++;
-    this.stats.txBytes += frame.length;
-    return "sent";
-  }
-}
 
 function rig(eventIdx: boolean) {
   const backend = new BenchBackend();
@@ -67,10 +47,6 @@ interface Measured {
   readonly notifies: number;
   readonly interrupts: number;
   readonly drops: number;
-}
-
-async function yieldTurns(): Promise<void> {
-  for (let i = 0; i < 4; i++) await null;
 }
 
 async function measure(
