@@ -166,11 +166,10 @@ export class VirtioBlkDriver {
   private readonly dirty: Uint8Array;
   private readonly freeSlots: number[] = [];
   private readonly waiting: Token[] = [];
-  // Per slot: the header and status buffers (fixed addresses), and scratch lists for add().
+  // Per slot: the header and status buffers (their addresses never change).
   private readonly headerBufs: GuestBuffer[] = [];
   private readonly statusBufs: GuestBuffer[] = [];
-  private readonly outList: GuestBuffer[] = [];
-  private readonly inList: GuestBuffer[] = [];
+
   private nextQueue = 0;
   private readonly drainFn = (t: Token, len: number): void => this.complete(t, len);
 
@@ -466,15 +465,16 @@ export class VirtioBlkDriver {
     v.setUint32(at + 12, Math.floor(t.sector / 0x1_0000_0000), true);
     v.setUint8(at + VIRTIO_BLK_HEADER_SIZE, 0xff); // status: not yet written
     t.slot = slot;
-    // §5.2.6: header, data out, data in, status — built in reused lists (add copies them).
-    const out = this.outList;
-    const inBufs = this.inList;
-    out.length = 0;
-    inBufs.length = 0;
-    out.push(this.headerBufs[slot]!);
-    for (const b of t.out) out.push(b);
-    for (const b of t.inBufs) inBufs.push(b);
-    inBufs.push(this.statusBufs[slot]!);
+    // §5.2.6: header, data out, data in, status (the common shapes without spreading).
+    const header = this.headerBufs[slot]!;
+    const status = this.statusBufs[slot]!;
+    const out = t.out.length === 0 ? [header] : [header, ...t.out];
+    const inBufs =
+      t.inBufs.length === 0
+        ? [status]
+        : t.inBufs.length === 1
+          ? [t.inBufs[0]!, status]
+          : [...t.inBufs, status];
     const head = q.add(out, inBufs, t);
     if (head instanceof DriverError) {
       this.freeSlots.push(slot);
