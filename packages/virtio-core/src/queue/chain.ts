@@ -33,25 +33,33 @@ export class DescriptorChain {
   descriptorCount = 0;
   /** Whether the chain went through an indirect table. */
   indirect = false;
-  /** A reader over the readable bytes, rewound at every pop. */
-  readonly reader: ChainReader;
-  /** A writer over the writable bytes, rewound at every pop. */
-  readonly writer: ChainWriter;
+  // Created on first use: most devices never need them, and a queue holds a chain per head.
+  private readerObj: ChainReader | null = null;
+  private writerObj: ChainWriter | null = null;
 
-  /** @internal region index per buffer (readable buffers first) */
-  regionOf: Int32Array = new Int32Array(INITIAL_CAPACITY);
-  /** @internal byte offset inside the region per buffer */
-  offsetOf: Float64Array = new Float64Array(INITIAL_CAPACITY);
-  /** @internal byte length per buffer */
-  lengthOf: Float64Array = new Float64Array(INITIAL_CAPACITY);
+  /**
+   * @internal per buffer (readable buffers first) three numbers: region index, byte
+   * offset inside the region, byte length. One array keeps a chain compact: a queue holds
+   * one chain per head, and their footprint is what the device's cache sees.
+   */
+  buf: Float64Array = new Float64Array(3 * INITIAL_CAPACITY);
 
   /**
    * @param regions - the guest memory's regions (buffers are stored as region + offset)
    * @internal created by `DeviceQueue`
    */
-  constructor(readonly regions: readonly GuestMemoryRegion[]) {
-    this.reader = new ChainReader(this);
-    this.writer = new ChainWriter(this);
+  constructor(readonly regions: readonly GuestMemoryRegion[]) {}
+
+  /** A reader over the readable bytes, rewound at every pop. */
+  get reader(): ChainReader {
+    if (this.readerObj === null) this.readerObj = new ChainReader(this);
+    return this.readerObj;
+  }
+
+  /** A writer over the writable bytes, rewound at every pop. */
+  get writer(): ChainWriter {
+    if (this.writerObj === null) this.writerObj = new ChainWriter(this);
+    return this.writerObj;
   }
 
   /** @internal rewinds the chain for a new walk */
@@ -63,17 +71,18 @@ export class DescriptorChain {
     this.writableLength = 0;
     this.descriptorCount = 0;
     this.indirect = false;
-    this.reader.position = 0;
-    this.writer.position = 0;
+    if (this.readerObj !== null) this.readerObj.position = 0;
+    if (this.writerObj !== null) this.writerObj.position = 0;
   }
 
   /** @internal appends one validated buffer */
   push(region: number, offset: number, length: number, writable: boolean): void {
     const n = this.readableCount + this.writableCount;
-    if (n === this.regionOf.length) this.grow();
-    this.regionOf[n] = region;
-    this.offsetOf[n] = offset;
-    this.lengthOf[n] = length;
+    if (3 * n === this.buf.length) this.grow();
+    const b = this.buf;
+    b[3 * n] = region;
+    b[3 * n + 1] = offset;
+    b[3 * n + 2] = length;
     if (writable) {
       this.writableCount++;
       this.writableLength += length;
@@ -84,16 +93,9 @@ export class DescriptorChain {
   }
 
   private grow(): void {
-    const cap = this.regionOf.length * 2;
-    const r = new Int32Array(cap);
-    r.set(this.regionOf);
-    const o = new Float64Array(cap);
-    o.set(this.offsetOf);
-    const l = new Float64Array(cap);
-    l.set(this.lengthOf);
-    this.regionOf = r;
-    this.offsetOf = o;
-    this.lengthOf = l;
+    const b = new Float64Array(this.buf.length * 2);
+    b.set(this.buf);
+    this.buf = b;
   }
 
   /** Total buffers (readable + writable). */
@@ -107,22 +109,22 @@ export class DescriptorChain {
    * Buffers are numbered readable first, then writable.
    */
   bufferBytes(i: number): Uint8Array {
-    return this.regions[this.regionOf[i]!]!.bytes;
+    return this.regions[this.buf[3 * i]!]!.bytes;
   }
   /**
    * A `DataView` over the same region as {@link bufferBytes}, for little-endian fields
    * inside buffer `i` (at {@link bufferOffset}) without copying or allocating.
    */
   bufferView(i: number): DataView {
-    return this.regions[this.regionOf[i]!]!.view;
+    return this.regions[this.buf[3 * i]!]!.view;
   }
   /** Offset of buffer `i` inside {@link bufferBytes}. */
   bufferOffset(i: number): number {
-    return this.offsetOf[i]!;
+    return this.buf[3 * i + 1]!;
   }
   /** Length of buffer `i`. */
   bufferLength(i: number): number {
-    return this.lengthOf[i]!;
+    return this.buf[3 * i + 2]!;
   }
 
   /**
@@ -143,8 +145,9 @@ export class DescriptorChain {
   }
 
   private view(n: number): Uint8Array {
-    const off = this.offsetOf[n]!;
-    return this.regions[this.regionOf[n]!]!.bytes.subarray(off, off + this.lengthOf[n]!);
+    const b = this.buf;
+    const off = b[3 * n + 1]!;
+    return this.regions[b[3 * n]!]!.bytes.subarray(off, off + b[3 * n + 2]!);
   }
 
   /**
@@ -190,14 +193,14 @@ export class DescriptorChain {
     let done = 0;
     let skip = position;
     for (let i = first; i < last && done < length; i++) {
-      const len = this.lengthOf[i]!;
+      const len = this.buf[3 * i + 2]!;
       if (skip >= len) {
         skip -= len;
         continue;
       }
       const n = Math.min(len - skip, length - done);
-      const bytes = this.regions[this.regionOf[i]!]!.bytes;
-      const off = this.offsetOf[i]! + skip;
+      const bytes = this.regions[this.buf[3 * i]!]!.bytes;
+      const off = this.buf[3 * i + 1]! + skip;
       copyBytes(
         toGuest ? buf : bytes,
         toGuest ? bufOffset + done : off,

@@ -132,9 +132,12 @@ export class DeviceQueue {
   private usedFlags = 0;
   private owned: Uint8Array;
   private inFlightCount = 0;
-  // One pooled chain per head, created on first use. Filled with null up front so the
+  // The chain of each head in flight (null otherwise). Filled with null up front so the
   // array keeps fast (non-dictionary) elements however sparsely heads are used.
   private readonly chains: (DescriptorChain | null)[];
+  // Chains returned with addUsed, reused last-in first-out: the few in use stay in cache
+  // however many heads the driver cycles through.
+  private readonly spare: DescriptorChain[] = [];
 
   /**
    * @param index - the queue's index in its device
@@ -224,6 +227,8 @@ export class DeviceQueue {
     this.notifyEnabled = true;
     this.usedFlags = 0;
     this.owned.fill(0);
+    // In-flight chains are dropped, not reused: a device may still hold one from before.
+    this.chains.fill(null);
     this.inFlightCount = 0;
     this.epoch = -1;
   }
@@ -293,6 +298,7 @@ export class DeviceQueue {
     // region objects are refreshed in place), so in-flight heads keep their writable length.
     for (let i = 0; i < reg.length; i++)
       if (reg[i] != null && reg[i]!.regions !== mem.regions) reg[i] = null;
+    if (this.spare.length > 0 && this.spare[0]!.regions !== mem.regions) this.spare.length = 0;
     return undefined;
   }
 
@@ -397,12 +403,12 @@ export class DeviceQueue {
         `head ${head} made available again while the device still owns it`,
       );
     }
-    let chain = this.chains[head]!;
-    if (chain === null) {
-      chain = new DescriptorChain(mem.regions);
-      this.chains[head] = chain;
+    const chain = this.spare.pop() ?? new DescriptorChain(mem.regions);
+    if (!this.walk(head, chain, mem)) {
+      this.spare.push(chain);
+      return null;
     }
-    if (!this.walk(head, chain, mem)) return null;
+    this.chains[head] = chain;
     this.owned[head] = 1;
     this.inFlightCount++;
     this.stats.popped++;
@@ -568,8 +574,13 @@ export class DeviceQueue {
     if (!this.sync()) return false;
     this.owned[head] = 0;
     this.inFlightCount--;
-    const chain = this.chains[head];
-    const max = chain == null ? 0 : chain.writableLength;
+    const chain = this.chains[head]!;
+    let max = 0;
+    if (chain !== null) {
+      max = chain.writableLength;
+      this.chains[head] = null;
+      this.spare.push(chain);
+    }
     const used = Math.max(0, Math.min(len, max));
     const slot = this.nextUsed & (this.size - 1);
     const dwords = this.usedDwords;

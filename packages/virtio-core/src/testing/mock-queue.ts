@@ -556,7 +556,7 @@ export function chainRanges(chain: DescriptorChain): ChainRanges {
   const readable: MemoryRange[] = [];
   const writable: MemoryRange[] = [];
   for (let i = 0; i < chain.bufferCount; i++) {
-    const region = chain.regions[chain.regionOf[i]!]!;
+    const region = chain.regions[chain.buf[3 * i]!]!;
     const range = { addr: region.base + chain.bufferOffset(i), len: chain.bufferLength(i) };
     (i < chain.readableCount ? readable : writable).push(range);
   }
