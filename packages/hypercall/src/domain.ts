@@ -247,7 +247,7 @@ export class Domain {
    * @returns the machine frame, or -1 when outside the domain
    */
   pfnToMfn(pfn: number): number {
-    if (!(pfn >= 0 && pfn < this.p2m.length) || pfn % 1 !== 0) return -1;
+    if (!(pfn >= 0 && pfn < this.p2m.length) || Math.floor(pfn) !== pfn) return -1;
     return this.p2m[pfn]!;
   }
 
@@ -258,7 +258,7 @@ export class Domain {
    * @returns the machine address, or -1
    */
   gpaToMa(gpa: number): number {
-    if (!(gpa >= 0) || gpa % 1 !== 0) return -1;
+    if (!(gpa >= 0) || Math.floor(gpa) !== gpa) return -1;
     const pfn = Math.floor(gpa / PAGE_SIZE);
     const mfn = this.pfnToMfn(pfn);
     return mfn < 0 ? -1 : mfn * PAGE_SIZE + (gpa - pfn * PAGE_SIZE);

@@ -96,7 +96,7 @@ export class PageTypeTable {
    * @returns true when it indexes the table
    */
   valid(mfn: number): boolean {
-    return mfn >= 0 && mfn < this.frames && mfn % 1 === 0;
+    return mfn >= 0 && mfn < this.frames && Math.floor(mfn) === mfn;
   }
 
   /**

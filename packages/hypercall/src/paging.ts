@@ -53,7 +53,7 @@ const VA_SPAN = 2 ** 48;
  * @returns true for integers in `[-2^47, 2^47)`
  */
 export function isCanonical(va: number): boolean {
-  return va >= -VA_HALF && va < VA_HALF && va % 1 === 0;
+  return va >= -VA_HALF && va < VA_HALF && Math.floor(va) === va;
 }
 
 /**

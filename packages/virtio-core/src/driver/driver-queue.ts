@@ -713,7 +713,7 @@ function writeDesc(
   flags: number,
   next: number,
 ): void {
-  view.setUint32(off, addr % TWO_32, true);
+  view.setUint32(off, addr >>> 0, true); // the low word (addr < 2^53 is an integer)
   view.setUint32(off + 4, Math.floor(addr / TWO_32), true);
   view.setUint32(off + 8, len, true);
   view.setUint16(off + 12, flags, true);
