@@ -3,9 +3,10 @@
  * validated, with its device-readable and device-writable buffers as zero-copy views of
  * guest memory and helpers that copy across descriptor boundaries.
  *
- * Chain objects are owned by their `DeviceQueue` and reused per head index, so popping a
- * chain allocates nothing once the queue is warm. A chain stays valid until its head is
- * returned with `addUsed` (or the queue is reset).
+ * Chain objects are owned by their `DeviceQueue`: a chain returned with `addUsed` is
+ * reused (last in, first out) by a later pop, so popping allocates nothing once the queue
+ * is warm and the few chains in use stay in cache. A chain is valid until its head is
+ * returned with `addUsed` (or the queue is reset); do not keep it after that.
  *
  * @module
  */
@@ -33,14 +34,13 @@ export class DescriptorChain {
   descriptorCount = 0;
   /** Whether the chain went through an indirect table. */
   indirect = false;
-  // Created on first use: most devices never need them, and a queue holds a chain per head.
+  // Created on first use: most devices never need them, and every chain object costs cache.
   private readerObj: ChainReader | null = null;
   private writerObj: ChainWriter | null = null;
 
   /**
    * @internal per buffer (readable buffers first) three numbers: region index, byte
-   * offset inside the region, byte length. One array keeps a chain compact: a queue holds
-   * one chain per head, and their footprint is what the device's cache sees.
+   * offset inside the region, byte length. One array keeps a chain compact.
    */
   buf: Float64Array = new Float64Array(3 * INITIAL_CAPACITY);
 
