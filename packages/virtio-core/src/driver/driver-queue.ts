@@ -27,7 +27,7 @@
  * @module
  */
 
-import type { GuestMemory } from "@pvkit/platform";
+import { type GuestMemory, HOST_LITTLE_ENDIAN } from "@pvkit/platform";
 import { DriverError, VirtioErrorCode } from "../errors.js";
 import { loadIndex, storeIndex, wordsOver } from "../ring-access.js";
 import {
@@ -176,6 +176,10 @@ export class DriverQueue<T> {
   private usedView: DataView = EMPTY_VIEW;
   private usedBase = 0;
   private indView: DataView = EMPTY_VIEW;
+  // The descriptor table and the indirect area as little-endian u32 words (null on a
+  // big-endian host or an unaligned host offset: the DataView path is used then).
+  private descWords: Uint32Array | null = null;
+  private indWords: Uint32Array | null = null;
   private indBase = 0;
 
   // Driver-private shadow state (never read back from guest memory).
@@ -278,6 +282,7 @@ export class DriverQueue<T> {
     if (availWords === null || usedWords === null) return "ring not 2-byte aligned in host memory";
     this.descView = dr.view;
     this.descBase = desc - dr.base;
+    this.descWords = u32View(dr.bytes, this.descBase, 4 * n);
     this.availWords = availWords;
     this.usedWords = usedWords;
     this.usedView = ur.view;
@@ -292,6 +297,7 @@ export class DriverQueue<T> {
       const ir = mem.regions[r]!;
       this.indView = ir.view;
       this.indBase = this.indirectAddr - ir.base;
+      this.indWords = u32View(ir.bytes, this.indBase, bytes / 4);
     }
     this.epoch = mem.epoch;
     return undefined;
@@ -422,35 +428,38 @@ export class DriverQueue<T> {
       // §2.7.5.3: the table holds the whole chain, linked 0 → 1 → … ; the ring holds one
       // INDIRECT descriptor pointing at it.
       const iv = this.indView;
+      const iw = this.indWords;
       const tableOff = this.indBase + head * this.indirectEntries * VIRTQ_DESC_SIZE;
+      const tableWord = head * this.indirectEntries * 4;
       for (let i = 0; i < total; i++) {
         const b = i < nOut ? out[i]! : inBufs[i - nOut]!;
         let flags = i < nOut ? 0 : VIRTQ_DESC_F_WRITE;
         if (i + 1 < total) flags |= VIRTQ_DESC_F_NEXT;
-        writeDesc(
-          iv,
-          tableOff + i * VIRTQ_DESC_SIZE,
-          b.addr,
-          b.len,
-          flags,
-          i + 1 < total ? i + 1 : 0,
-        );
+        const next = i + 1 < total ? i + 1 : 0;
+        if (iw !== null) writeDescWords(iw, tableWord + 4 * i, b.addr, b.len, flags, next);
+        else writeDesc(iv, tableOff + i * VIRTQ_DESC_SIZE, b.addr, b.len, flags, next);
       }
       const tableAddr = this.indirectAddr + head * this.indirectEntries * VIRTQ_DESC_SIZE;
-      writeDesc(
-        view,
-        base + head * VIRTQ_DESC_SIZE,
-        tableAddr,
-        total * VIRTQ_DESC_SIZE,
-        VIRTQ_DESC_F_INDIRECT,
-        0,
-      );
+      const dw = this.descWords;
+      if (dw !== null) {
+        writeDescWords(dw, 4 * head, tableAddr, total * VIRTQ_DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+      } else {
+        writeDesc(
+          view,
+          base + head * VIRTQ_DESC_SIZE,
+          tableAddr,
+          total * VIRTQ_DESC_SIZE,
+          VIRTQ_DESC_F_INDIRECT,
+          0,
+        );
+      }
       this.chainTail[head] = head;
       this.freeHead = this.nextFree[head]!;
       this.stats.indirect++;
     } else {
       // Descriptors come off the free list in its order; the free-list links become the
       // chain's `next` links, and freeing the chain splices it back in one step.
+      const dw = this.descWords;
       let i = head;
       let last = head;
       for (let k = 0; k < total; k++) {
@@ -458,7 +467,9 @@ export class DriverQueue<T> {
         const nxt = this.nextFree[i]!;
         let flags = k < nOut ? 0 : VIRTQ_DESC_F_WRITE;
         if (k + 1 < total) flags |= VIRTQ_DESC_F_NEXT;
-        writeDesc(view, base + i * VIRTQ_DESC_SIZE, b.addr, b.len, flags, k + 1 < total ? nxt : 0);
+        const next = k + 1 < total ? nxt : 0;
+        if (dw !== null) writeDescWords(dw, 4 * i, b.addr, b.len, flags, next);
+        else writeDesc(view, base + i * VIRTQ_DESC_SIZE, b.addr, b.len, flags, next);
         last = i;
         i = nxt;
       }
@@ -705,6 +716,27 @@ export class DriverQueue<T> {
 }
 
 /** Writes one 16-byte descriptor (§2.7.5), little-endian. */
+/** Writes one descriptor (§2.7.5) as four little-endian u32 words starting at word `w`. */
+function writeDescWords(
+  words: Uint32Array,
+  w: number,
+  addr: number,
+  len: number,
+  flags: number,
+  next: number,
+): void {
+  words[w] = addr >>> 0;
+  words[w + 1] = Math.floor(addr / TWO_32);
+  words[w + 2] = len;
+  words[w + 3] = (flags & 0xffff) | (next << 16);
+}
+
+/** `count` u32 words at `offset` of `bytes`, or null on a big-endian host or unaligned offset. */
+function u32View(bytes: Uint8Array, offset: number, count: number): Uint32Array | null {
+  const abs = bytes.byteOffset + offset;
+  return HOST_LITTLE_ENDIAN && abs % 4 === 0 ? new Uint32Array(bytes.buffer, abs, count) : null;
+}
+
 function writeDesc(
   view: DataView,
   off: number,
