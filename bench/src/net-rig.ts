@@ -58,6 +58,8 @@ export interface NicRig {
   received(): number;
   /** Frames the device dropped. */
   drops(): number;
+  /** Queue notifications the device received (virtio; 0 for a NIC without them). */
+  notifications(): number;
 }
 
 /** Frames held by a device while the guest has no room (the same for both NICs). */
@@ -100,6 +102,7 @@ export function virtioNetRig(eventIdx: boolean, transport: TestTransport = "pci"
     commit: () => driver.commit(),
     received: () => received,
     drops: () => Object.values(device.stats.drops).reduce((a, b) => a + b, 0),
+    notifications: () => device.notifications,
   };
 }
 
@@ -141,6 +144,7 @@ export function rtl8139Rig(options: { useIo?: boolean } = {}): NicRig {
     commit: () => {},
     received: () => received,
     drops: () => Object.values(nic.stats.drops).reduce((a, b) => a + b, 0),
+    notifications: () => 0,
   };
 }
 

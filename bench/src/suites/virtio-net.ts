@@ -10,35 +10,11 @@
  * @module
  */
 
-import { DriverError, featureMask, VIRTIO_F_EVENT_IDX } from "@pvkit/virtio-core";
-import { deliverInterrupts, testGuest } from "@pvkit/virtio-core/testing";
-import { VirtioNetDevice, VirtioNetDriver } from "@pvkit/virtio-net";
-import { BenchBackend, yieldTurns } from "../net-rig.js";
+import { virtioNetRig, yieldTurns } from "../net-rig.js";
 import type { ResultCheck, Suite, SuiteOptions, SuiteResult } from "../suite.js";
 
 /** Target: exits per packet with EVENT_IDX and batches of 256. */
 export const EXITS_TARGET = 0.05;
-
-function rig(eventIdx: boolean) {
-  const backend = new BenchBackend();
-  const device = new VirtioNetDevice({ backend, queueSize: 256, rxPending: 1024 });
-  const { memory, allocator, bus, irq, transport } = testGuest(device, { memoryBytes: 32 << 20 });
-  let received = 0;
-  const route = { handler: (): void => {} };
-  deliverInterrupts(irq, () => route.handler());
-  const driver = VirtioNetDriver.create(transport, {
-    memory,
-    allocator,
-    queueSize: 256,
-    withoutFeatures: eventIdx ? 0n : featureMask(VIRTIO_F_EVENT_IDX),
-    onFrame: () => {
-      received++;
-    },
-  });
-  if (driver instanceof DriverError) throw new Error(driver.message);
-  route.handler = () => driver.onInterrupt();
-  return { bus, irq, device, driver, backend, received: () => received };
-}
 
 interface Measured {
   readonly packets: number;
@@ -56,25 +32,25 @@ async function measure(
   eventIdx: boolean,
   seconds: number,
 ): Promise<Measured> {
-  const r = rig(eventIdx);
+  const r = virtioNetRig(eventIdx, "mmio");
   await new Promise((res) => setImmediate(res));
   const frame = new Uint8Array(size);
-  frame.set([0x52, 0x54, 0, 0x12, 0x34, 0x56], 0); // to the device's MAC
+  frame.set(r.mac, 0); // to the NIC's MAC
   frame.set([0x02, 0, 0, 0, 0, 1], 6);
   frame[12] = 0x88;
   frame[13] = 0xb5;
   r.bus.resetStats();
   r.irq.resetStats();
-  const n0 = r.device.notifications;
+  const n0 = r.notifications();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   while (performance.now() < end) {
     for (let k = 0; k < 16; k++) {
       if (dir === "tx") {
         for (let i = 0; i < batch; i++) {
-          if (!r.driver.enqueue(frame, { pair: 0 })) break;
+          if (!r.enqueue(frame)) break;
         }
-        r.driver.commit();
+        r.commit();
       } else {
         const e = r.backend.endpoint!;
         for (let i = 0; i < batch; i++) e.receive(frame, null);
@@ -84,13 +60,13 @@ async function measure(
   }
   await new Promise((res) => setImmediate(res));
   const secs = (performance.now() - t0) / 1000;
-  const drops = Object.values(r.device.stats.drops).reduce((a, b) => a + b, 0);
+  const drops = r.drops();
   const done = dir === "tx" ? r.backend.stats.txFrames : r.received();
   return {
     packets: done,
     seconds: secs,
     exits: r.bus.exits,
-    notifies: r.device.notifications - n0,
+    notifies: r.notifications() - n0,
     interrupts: r.irq.raises,
     drops,
   };

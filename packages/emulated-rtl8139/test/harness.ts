@@ -17,6 +17,7 @@ import { GuestAllocator } from "@pvkit/virtio-core";
 import { deliverInterrupts } from "@pvkit/virtio-core/testing";
 
 export { expectSameBytes } from "../../../test-utils/bytes.js";
+export { rng } from "../../../test-utils/random.js";
 
 /** PCI slot of the test NIC. */
 export const RTL_SLOT = 4;
@@ -85,17 +86,6 @@ export async function sendWait(g: RtlGuest, frame: Uint8Array): Promise<void> {
     await settle(1);
   }
   throw new Error("transmit never got a free slot");
-}
-
-/** A deterministic pseudo-random generator (xorshift32). */
-export function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
 }
 
 /** A frame of `size` bytes from `src` to `dst` (EtherType 0x88b5), `seq` at offset 14. */

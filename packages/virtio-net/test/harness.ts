@@ -16,6 +16,7 @@ import {
 } from "@pvkit/virtio-net";
 
 export { expectSameBytes } from "../../../test-utils/bytes.js";
+export { rng } from "../../../test-utils/random.js";
 
 export type Transport = TestTransport;
 
@@ -84,17 +85,6 @@ export function netGuest(
 /** Lets interrupts, polls and timers run until nothing moves for a few turns. */
 export async function settle(turns = 3): Promise<void> {
   for (let i = 0; i < turns; i++) await new Promise<void>((r) => setImmediate(r));
-}
-
-/** A deterministic pseudo-random generator (xorshift32). */
-export function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
 }
 
 /**
