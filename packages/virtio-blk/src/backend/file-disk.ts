@@ -100,37 +100,36 @@ export class FileDisk implements BlockBackend {
     return new FileDisk(path, fd, size - (size % 512), readOnly, options.punchHoles ?? true);
   }
 
-  async readv(offset: number, buffers: readonly Uint8Array[]): Promise<BlockResult> {
-    try {
-      let todo = [...buffers];
-      let pos = offset;
-      let left = iovLength(todo);
-      while (left > 0) {
-        const n = await preadv(this.fd, todo, pos);
-        if (n === 0) {
-          // Past the end of a shorter file: the rest reads as zeroes (a sparse tail).
-          for (const b of todo) b.fill(0);
-          break;
-        }
-        left -= n;
-        pos += n;
-        todo = advance(todo, n);
-      }
+  readv(offset: number, buffers: readonly Uint8Array[]): Promise<BlockResult> {
+    // Past the end of a shorter file the rest reads as zeroes (a sparse tail).
+    return this.transfer(preadv, offset, buffers, (rest) => {
+      for (const b of rest) b.fill(0);
       return undefined;
-    } catch (err) {
-      return errnoOf(err);
-    }
+    });
   }
 
-  async writev(offset: number, buffers: readonly Uint8Array[]): Promise<BlockResult> {
-    if (this.readOnly) return "EROFS";
+  writev(offset: number, buffers: readonly Uint8Array[]): Promise<BlockResult> {
+    if (this.readOnly) return Promise.resolve("EROFS");
+    return this.transfer(pwritev, offset, buffers, () => "EIO");
+  }
+
+  /**
+   * Runs a positioned scatter/gather call until every byte moved (the OS may move fewer
+   * than asked); `stalled` decides what a call that moved nothing means.
+   */
+  private async transfer(
+    io: (fd: number, buffers: Uint8Array[], position: number) => Promise<number>,
+    offset: number,
+    buffers: readonly Uint8Array[],
+    stalled: (rest: Uint8Array[]) => BlockResult,
+  ): Promise<BlockResult> {
     try {
       let todo = [...buffers];
       let pos = offset;
       let left = iovLength(todo);
       while (left > 0) {
-        const n = await pwritev(this.fd, todo, pos);
-        if (n === 0) return "EIO";
+        const n = await io(this.fd, todo, pos);
+        if (n === 0) return stalled(todo);
         left -= n;
         pos += n;
         todo = advance(todo, n);
