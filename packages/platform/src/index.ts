@@ -25,6 +25,7 @@ export {
   HOST_LITTLE_ENDIAN,
   type MemoryBacking,
   type RegionSpec,
+  type WriteObserver,
 } from "./memory.js";
 export {
   ETH_HEADER_LEN,

@@ -15,6 +15,9 @@ import { PlatformError, PlatformErrorCode } from "./errors.js";
 /** Storage a region can live in. */
 export type MemoryBacking = ArrayBuffer | SharedArrayBuffer | WebAssembly.Memory;
 
+/** Receives `[address, address + length)`, a guest-physical range a device has written. */
+export type WriteObserver = (address: number, length: number) => void;
+
 /** How one region of guest-physical memory is placed. */
 export interface RegionSpec {
   /** Guest-physical address of the first byte. */
@@ -97,6 +100,14 @@ export class GuestMemory {
    * detached its old buffer). Holders of cached views compare it to know when to refresh.
    */
   epoch = 0;
+
+  /**
+   * Told of every range a device wrote: by this object's write methods, and by device
+   * code that writes through zero-copy views (virtqueue chains report their writable
+   * bytes when returned). An emulator with a code cache (v86's JIT) invalidates the range
+   * here. `null` (the default) costs one comparison per write.
+   */
+  writeObserver: WriteObserver | null = null;
 
   private readonly internal: InternalRegion[];
   /**
@@ -293,6 +304,7 @@ export class GuestMemory {
     if (i < 0) return this.fault(address, 1);
     const r = this.internal[i]!;
     r.bytes[address - r.base] = value;
+    this.noteWrite(address, 1);
     return undefined;
   }
 
@@ -302,6 +314,7 @@ export class GuestMemory {
     if (i < 0) return this.fault(address, 2);
     const r = this.internal[i]!;
     r.view.setUint16(address - r.base, value, true);
+    this.noteWrite(address, 2);
     return undefined;
   }
 
@@ -311,6 +324,7 @@ export class GuestMemory {
     if (i < 0) return this.fault(address, 4);
     const r = this.internal[i]!;
     r.view.setUint32(address - r.base, value >>> 0, true);
+    this.noteWrite(address, 4);
     return undefined;
   }
 
@@ -320,7 +334,20 @@ export class GuestMemory {
     if (i < 0) return this.fault(address, 8);
     const r = this.internal[i]!;
     r.view.setBigUint64(address - r.base, BigInt.asUintN(64, value), true);
+    this.noteWrite(address, 8);
     return undefined;
+  }
+
+  /**
+   * Reports a device write done through a view (see {@link writeObserver}). Cheap when no
+   * observer is set.
+   *
+   * @param address - guest-physical address of the first byte written
+   * @param length - bytes written
+   */
+  noteWrite(address: number, length: number): void {
+    const o = this.writeObserver;
+    if (o !== null && length > 0) o(address, length);
   }
 
   /**
@@ -353,6 +380,7 @@ export class GuestMemory {
     if (i >= 0) {
       const r = this.internal[i]!;
       r.bytes.set(src, address - r.base);
+      this.noteWrite(address, src.length);
       return undefined;
     }
     return this.spanning(address, src, true);
@@ -369,6 +397,7 @@ export class GuestMemory {
     const r = this.internal[i]!;
     const off = address - r.base;
     r.bytes.fill(byte, off, off + length);
+    this.noteWrite(address, length);
     return undefined;
   }
 
@@ -395,6 +424,7 @@ export class GuestMemory {
       else buf.set(r.bytes.subarray(off, off + n), at);
       cursor += n;
     }
+    if (toGuest) this.noteWrite(address, length);
     return undefined;
   }
 

@@ -432,3 +432,40 @@ describe("GuestMemory: property — any range succeeds inside backed memory or f
     );
   });
 });
+
+describe("GuestMemory: write observer", () => {
+  it("reports every successful write with its exact range, and nothing for reads or faults", () => {
+    const mem = new GuestMemory([
+      { base: 0, size: 0x1000 },
+      { base: 0x1000, size: 0x1000 },
+    ]);
+    const seen: Array<[number, number]> = [];
+    mem.writeObserver = (a, n) => seen.push([a, n]);
+    mem.writeU8(1, 0xff);
+    mem.writeU16(2, 0xffff);
+    mem.writeU32(4, 1);
+    mem.writeU64(8, 1n);
+    mem.write(0x10, new Uint8Array(5));
+    mem.write(0xffe, new Uint8Array(4)); // spans the two regions
+    mem.fill(0x20, 7, 0xaa);
+    mem.fill(0x30, 0, 0xaa); // empty: nothing written
+    mem.read(0, new Uint8Array(16));
+    mem.readU32(4);
+    expect(mem.writeU32(0x2000, 1)).toBeDefined(); // out of range: nothing written
+    expect(mem.write(0x1ffe, new Uint8Array(4))).toBeDefined();
+    mem.noteWrite(0x40, 3);
+    expect(seen).toEqual([
+      [1, 1],
+      [2, 2],
+      [4, 4],
+      [8, 8],
+      [0x10, 5],
+      [0xffe, 4],
+      [0x20, 7],
+      [0x40, 3],
+    ]);
+    mem.writeObserver = null;
+    mem.writeU8(1, 0);
+    expect(seen).toHaveLength(8);
+  });
+});

@@ -598,3 +598,37 @@ describe("DeviceQueue: lifecycle", () => {
     expect(q.error).toBeNull();
   });
 });
+
+describe("write observer (code-cache coherence for emulators with a JIT)", () => {
+  it("reports the writable bytes a returned chain used, the used element and used.idx", () => {
+    const { mem, mock, q } = setup({ size: 8 });
+    const head = mock.addChain([
+      { addr: DATA, len: 16 },
+      { addr: DATA + 0x100, len: 100, writable: true },
+      { addr: DATA + 0x400, len: 50, writable: true },
+    ]);
+    const seen: Array<[number, number]> = [];
+    mem.writeObserver = (a, n) => seen.push([a, n]); // the mock's own ring writes are done
+    const c = pop(q);
+    expect(seen).toEqual([]); // popping writes nothing
+    expect(q.addUsed(c.head, 120)).toBe(true);
+    q.publishUsed();
+    const used = MockSplitQueue.layout(8).used;
+    expect(seen).toEqual([
+      [DATA + 0x100, 100],
+      [DATA + 0x400, 20],
+      [used + 4 + 8 * 0, 8],
+      [used + 2, 2],
+    ]);
+    expect(head).toBe(c.head);
+  });
+
+  it("reports nothing for a chain returned with length 0 beyond its used element", () => {
+    const { mem, mock, q } = setup({ size: 8 });
+    mock.addChain([{ addr: DATA, len: 32, writable: true }]);
+    const seen: Array<[number, number]> = [];
+    mem.writeObserver = (a, n) => seen.push([a, n]);
+    expect(q.addUsed(pop(q).head, 0)).toBe(true);
+    expect(seen).toEqual([[MockSplitQueue.layout(8).used + 4, 8]]);
+  });
+});

@@ -389,7 +389,7 @@ export class DeviceQueue {
     this.nextAvail = (this.nextAvail + 1) & 0xffff;
     if (this.eventIdx && this.notifyEnabled) {
       // §2.7.10: tell the driver which index we will look at next.
-      storeIndex(this.usedWords, 2 + 4 * size, this.nextAvail, this.shared);
+      this.storeUsed(2 + 4 * size, this.nextAvail);
     }
     if (head >= size) {
       return this.corrupt(
@@ -594,14 +594,36 @@ export class DeviceQueue {
     }
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     this.stats.used++;
+    if (this.memory!.writeObserver !== null) this.noteUsedWrites(chain, used, slot);
     return true;
+  }
+
+  /** Reports what returning a chain wrote: its writable bytes up to `used`, and the used element. */
+  private noteUsedWrites(chain: DescriptorChain | null, used: number, slot: number): void {
+    const mem = this.memory!;
+    if (chain !== null) {
+      let left = used;
+      for (let i = chain.readableCount; left > 0 && i < chain.bufferCount; i++) {
+        const n = Math.min(left, chain.bufferLength(i));
+        mem.noteWrite(chain.regions[chain.buf[3 * i]!]!.base + chain.bufferOffset(i), n);
+        left -= n;
+      }
+    }
+    mem.noteWrite(this.deviceAddr + 4 + 8 * slot, 8);
+  }
+
+  /** Stores 16-bit word `word` of the used ring (flags, idx or avail_event). */
+  private storeUsed(word: number, value: number): void {
+    storeIndex(this.usedWords, word, value, this.shared);
+    const mem = this.memory!;
+    if (mem.writeObserver !== null) mem.noteWrite(this.deviceAddr + 2 * word, 2);
   }
 
   /** Makes every used element written so far visible to the driver (one store of used.idx). */
   publishUsed(): void {
     if (this.publishedUsed === this.nextUsed || !this.enabled || !this.sync()) return;
     // §2.7.8.2: len is set before idx; the store orders the element writes before it.
-    storeIndex(this.usedWords, 1, this.nextUsed, this.shared);
+    this.storeUsed(1, this.nextUsed);
     this.publishedUsed = this.nextUsed;
   }
 
@@ -638,7 +660,7 @@ export class DeviceQueue {
     this.notifyEnabled = false;
     if (!this.eventIdx) {
       this.usedFlags |= VIRTQ_USED_F_NO_NOTIFY;
-      storeIndex(this.usedWords, 0, this.usedFlags, this.shared);
+      this.storeUsed(0, this.usedFlags);
     }
   }
 
@@ -652,10 +674,10 @@ export class DeviceQueue {
     if (!this.enabled || !this.sync()) return false;
     this.notifyEnabled = true;
     if (this.eventIdx) {
-      storeIndex(this.usedWords, 2 + 4 * this.size, this.nextAvail, this.shared);
+      this.storeUsed(2 + 4 * this.size, this.nextAvail);
     } else {
       this.usedFlags &= ~VIRTQ_USED_F_NO_NOTIFY;
-      storeIndex(this.usedWords, 0, this.usedFlags, this.shared);
+      this.storeUsed(0, this.usedFlags);
     }
     return this.hasAvailable();
   }
