@@ -74,6 +74,14 @@ export {
   type PcapWriterOptions,
 } from "./net/pcap.js";
 export {
+  ETHERTYPE_ARP,
+  HostResponder,
+  type HostResponderOptions,
+  type HostResponderStats,
+  IPPROTO_ICMP,
+  parseIpv4,
+} from "./net/responder.js";
+export {
   EthernetSwitch,
   type EthernetSwitchOptions,
   SwitchPort,
