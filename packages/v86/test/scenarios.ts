@@ -1,0 +1,584 @@
+/**
+ * Boot scenarios: a real Debian kernel in v86 drives pvkit devices attached with
+ * `attachPvkit`, and each scenario returns what the guest printed and what the host saw.
+ * The boot tests assert on these results; the bench's `v86-guest` suite reports them.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Rtl8139 } from "@pvkit/emulated-rtl8139";
+import { EthernetSwitch, HostResponder, PcapWriter } from "@pvkit/platform";
+import { PcapFileWriter } from "@pvkit/platform/node";
+import { type BlockBackend, MemoryDisk, VirtioBlkDevice, VirtioBlkType } from "@pvkit/virtio-blk";
+import { FileDisk } from "@pvkit/virtio-blk/node";
+import { VirtioNetDevice } from "@pvkit/virtio-net";
+import {
+  type AttachPvkitOptions,
+  attachPvkit,
+  type PvkitV86,
+  pvkitAcpiInitrd,
+  type V86Emulator,
+  V86ExitCounter,
+} from "../src/index.js";
+import type { Fixture } from "./fixture.js";
+import { type BootResult, bootLinux } from "./harness.js";
+
+/** Sectors of every test disk (8 MiB). */
+export const DISK_SECTORS = 16384;
+/** Sectors the guest reads and checksums. */
+export const KNOWN_SECTORS = [0, 1, 7, 100, 2047, 16383] as const;
+/** Where the guest writes its pattern: 4 KiB block 512 (sector 4096, 2 MiB). */
+export const PATTERN_SECTOR = 4096;
+/** Bytes of the pattern. */
+export const PATTERN_BYTES = 65536;
+
+/** The known contents of sector `s` of a test disk: distinct per sector and per disk seed. */
+export function knownSector(s: number, seed: number): Uint8Array {
+  const out = new Uint8Array(512);
+  let x = (s * 2654435761 + seed * 40503 + 1) >>> 0 || 1;
+  for (let i = 0; i < 512; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+    out[i + 1] = (x >>> 8) & 0xff;
+    out[i + 2] = (x >>> 16) & 0xff;
+    out[i + 3] = x >>> 24;
+  }
+  out.set(new TextEncoder().encode(`PVKIT-SECTOR-${s}`));
+  return out;
+}
+
+/** A whole test disk image. */
+export function knownDisk(seed: number): Uint8Array {
+  const disk = new Uint8Array(DISK_SECTORS * 512);
+  for (let s = 0; s < DISK_SECTORS; s++) disk.set(knownSector(s, seed), s * 512);
+  return disk;
+}
+
+/** What the guest's `yes "pvkit pattern vdX" | head -c 65536` produces. */
+export function guestPattern(name: string): Uint8Array {
+  const line = `pvkit pattern ${name}\n`;
+  return new TextEncoder()
+    .encode(line.repeat(Math.ceil(PATTERN_BYTES / line.length)))
+    .subarray(0, PATTERN_BYTES);
+}
+
+/** MD5 in hex, as busybox `md5sum` prints it. */
+export function md5(bytes: Uint8Array): string {
+  return createHash("md5").update(bytes).digest("hex");
+}
+
+const BLK_SCRIPT = `
+for d in /sys/block/vd*; do
+  n=\${d##*/}
+  echo "DISK $n $(readlink -f $d/device) $(cat $d/size) $(cat $d/serial)"
+  for s in ${KNOWN_SECTORS.join(" ")}; do
+    echo "READ $n $s $(dd if=/dev/$n bs=512 skip=$s count=1 2>/dev/null | md5sum | cut -d' ' -f1)"
+  done
+  yes "pvkit pattern $n" | head -c ${PATTERN_BYTES} > /tmp/p.$n
+  dd if=/tmp/p.$n of=/dev/$n bs=4096 seek=${PATTERN_SECTOR / 8} conv=fsync 2>/dev/null
+  echo "WROTE $n $?"
+  sync
+  echo 3 > /proc/sys/vm/drop_caches
+  blockdev --flushbufs /dev/$n
+  echo "BACK $n $(dd if=/dev/$n bs=4096 skip=${PATTERN_SECTOR / 8} count=${PATTERN_BYTES / 4096} 2>/dev/null | md5sum | cut -d' ' -f1) $(md5sum < /tmp/p.$n | cut -d' ' -f1)"
+done
+dmesg | grep -a -i -E "virtio|vd[a-z]|LNRO|table upgrade" | sed 's/^/DMESG /'
+`;
+
+/** One disk as the guest and the host saw it. */
+export interface DiskReport {
+  /** Transport. */
+  readonly transport: "pci" | "mmio";
+  /** Back-end kind. */
+  readonly backend: "memory" | "file";
+  /** Guest device name (vda, vdb). */
+  readonly name: string;
+  /** The sysfs path of the virtio device (PCI or LNRO0005 platform device). */
+  readonly sysfs: string;
+  /** Sectors the guest sees. */
+  readonly sectors: number;
+  /** Serial (from GET_ID) the guest sees. */
+  readonly serial: string;
+  /** Known sectors whose MD5 in the guest matched the host's contents. */
+  readonly readsMatching: number;
+  /** The guest's write of the pattern exited 0. */
+  readonly wroteOk: boolean;
+  /** The guest read its pattern back unchanged. */
+  readonly readBackOk: boolean;
+  /** The host's disk holds the pattern afterwards. */
+  readonly hostHasPattern: boolean;
+  /** Bytes outside the pattern that differ from the original image. */
+  readonly otherBytesChanged: number;
+  /** FLUSH requests the device completed. */
+  readonly flushes: number;
+  /** Requests completed, all types. */
+  readonly requests: number;
+  /** Register exits on the device. */
+  readonly exits: number;
+}
+
+/** The result of a {@link runBlkBoot}. */
+export interface BlkBootReport {
+  /** The boot. */
+  readonly boot: BootResult;
+  /** One report per disk, PCI first. */
+  readonly disks: readonly DiskReport[];
+  /** Kernel log lines about the disks. */
+  readonly dmesg: readonly string[];
+}
+
+async function backendOf(
+  kind: "memory" | "file",
+  image: Uint8Array,
+  dir: string,
+  name: string,
+): Promise<{
+  backend: BlockBackend;
+  contents: () => Promise<Uint8Array>;
+  close: () => Promise<void>;
+}> {
+  if (kind === "memory") {
+    const disk = new MemoryDisk(image.slice());
+    return { backend: disk, contents: async () => disk.bytes, close: async () => {} };
+  }
+  const path = join(dir, `${name}.img`);
+  await writeFile(path, image);
+  const disk = await FileDisk.open(path);
+  return {
+    backend: disk,
+    contents: async () => new Uint8Array(await readFile(path)),
+    close: () => disk.close(),
+  };
+}
+
+/**
+ * Boots with one virtio-blk over PCI and one over virtio-mmio (ACPI), backed as asked;
+ * the guest reads known sectors, writes a pattern with `conv=fsync`, drops its caches and
+ * reads the pattern back.
+ *
+ * @param fixture - the guest
+ * @param backends - back-end of the PCI disk and of the mmio disk
+ * @param dir - a scratch directory for file-backed disks
+ */
+export async function runBlkBoot(
+  fixture: Fixture,
+  backends: { pci: "memory" | "file"; mmio: "memory" | "file" },
+  dir: string,
+): Promise<BlkBootReport> {
+  const images = { pci: knownDisk(1), mmio: knownDisk(2) };
+  const pci = await backendOf(backends.pci, images.pci, dir, "pci");
+  const mmio = await backendOf(backends.mmio, images.mmio, dir, "mmio");
+  const devices = {
+    pci: new VirtioBlkDevice({ backend: pci.backend, serial: "pvkit-pci-disk" }),
+    mmio: new VirtioBlkDevice({ backend: mmio.backend, serial: "pvkit-mmio-disk" }),
+  };
+  const options: AttachPvkitOptions = {
+    devices: [
+      { kind: "virtio-pci", device: devices.pci, name: "blk-pci" },
+      { kind: "virtio-mmio", device: devices.mmio, name: "blk-mmio" },
+    ],
+  };
+  let pv: PvkitV86 | undefined;
+  let boot: BootResult;
+  try {
+    boot = await bootLinux({
+      fixture,
+      acpi: true,
+      initrdPrefix: pvkitAcpiInitrd(options),
+      onLoaded: (emulator) => {
+        pv = attachPvkit(emulator as unknown as V86Emulator, options);
+      },
+      script: BLK_SCRIPT,
+    });
+  } finally {
+    await Promise.all([pci.close(), mmio.close()]);
+  }
+  const stats = pv!.bus.stats().byDevice;
+  const lines = boot.scriptLines;
+  const disks: DiskReport[] = [];
+  for (const line of lines) {
+    const m = /^DISK (\S+) (\S+) (\d+) (\S*)$/.exec(line);
+    if (m === null) continue;
+    const [, name, sysfs, sectors, serial] = m as unknown as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    const transport = sysfs.includes("LNRO0005") ? "mmio" : "pci";
+    const image = images[transport];
+    const contents = await (transport === "pci" ? pci : mmio).contents();
+    let readsMatching = 0;
+    for (const l of lines) {
+      const r = new RegExp(`^READ ${name} (\\d+) ([0-9a-f]{32})$`).exec(l);
+      if (r === null) continue;
+      const s = Number(r[1]);
+      if (r[2] === md5(image.subarray(s * 512, s * 512 + 512))) readsMatching++;
+    }
+    const back = lines.find((l) => l.startsWith(`BACK ${name} `))?.split(" ") ?? [];
+    const pattern = guestPattern(name);
+    const at = PATTERN_SECTOR * 512;
+    let otherBytesChanged = 0;
+    for (let i = 0; i < contents.length; i++) {
+      if (i === at) i += PATTERN_BYTES;
+      if (i < contents.length && contents[i] !== image[i]) otherBytesChanged++;
+    }
+    const dev = devices[transport];
+    const byType = dev.stats.byType;
+    disks.push({
+      transport,
+      backend: backends[transport],
+      name,
+      sysfs,
+      sectors: Number(sectors),
+      serial,
+      readsMatching,
+      wroteOk: lines.includes(`WROTE ${name} 0`),
+      readBackOk: back.length === 4 && back[2] === back[3] && back[2] === md5(pattern),
+      hostHasPattern: md5(contents.subarray(at, at + PATTERN_BYTES)) === md5(pattern),
+      otherBytesChanged,
+      flushes: byType[VirtioBlkType.FLUSH] ?? 0,
+      requests: Object.values(byType).reduce((a, b) => a + b, 0),
+      exits: stats[transport === "pci" ? "blk-pci.bar0" : "blk-mmio"]?.exits ?? 0,
+    });
+  }
+  disks.sort((a, b) => (a.transport === b.transport ? 0 : a.transport === "pci" ? -1 : 1));
+  return {
+    boot,
+    disks,
+    dmesg: lines.filter((l) => l.startsWith("DMESG ")).map((l) => l.slice(6)),
+  };
+}
+
+// ── Networking ──────────────────────────────────────────────────────────────────
+
+/** Where each NIC lives. */
+export const NICS = {
+  virtio: {
+    driver: "virtio_net",
+    guestIp: "10.0.2.15",
+    hostIp: "10.0.2.2",
+    mac: "52:54:00:12:34:56",
+  },
+  rtl8139: {
+    driver: "8139too",
+    guestIp: "10.0.3.15",
+    hostIp: "10.0.3.2",
+    mac: "52:54:00:12:34:57",
+  },
+} as const;
+
+/** Ping flood: count, payload size and interval (busybox ping hangs with `-i 0`). */
+export const FLOOD = { count: 300, size: 1400, interval: 0.005 } as const;
+
+function netScript(): string {
+  const setup = Object.values(NICS)
+    .map(
+      (n) => `for i in /sys/class/net/eth*; do
+  if [ "$(basename $(readlink $i/device/driver))" = "${n.driver}" ]; then
+    ip link set \${i##*/} up; ip addr add ${n.guestIp}/24 dev \${i##*/}
+    echo "NIC ${n.driver} \${i##*/} $(cat $i/address)"
+  fi
+done`,
+    )
+    .join("\n");
+  const run = (key: string, n: (typeof NICS)[keyof typeof NICS]) => `
+ping -c 4 -W 3 ${n.hostIp} > /tmp/ping.${key} 2>&1; echo "PING ${key} $? $(grep -c 'bytes from' /tmp/ping.${key})"
+echo "MARK flood-${key}-start"
+ping -q -c ${FLOOD.count} -i ${FLOOD.interval} -s ${FLOOD.size} -w 30 ${n.hostIp} > /tmp/flood.${key}
+echo "MARK flood-${key}-end"
+grep -a -E 'packets|round-trip' /tmp/flood.${key} | sed 's/^/FLOOD ${key} /'`;
+  return `${setup}
+sleep 1
+${run("virtio", NICS.virtio)}
+${run("rtl8139", NICS.rtl8139)}
+dmesg | grep -a -i -E "virtio|8139|eth[0-9]" | sed 's/^/DMESG /'
+`;
+}
+
+/** One measured phase of a NIC (between two guest markers). */
+export interface NicPhase {
+  /** Host wall time, ms. */
+  readonly ms: number;
+  /** Register exits on the NIC. */
+  readonly exits: number;
+  /** Frames the NIC sent. */
+  readonly txFrames: number;
+  /** Frames the NIC received. */
+  readonly rxFrames: number;
+}
+
+/** One NIC's results. */
+export interface NicReport {
+  /** Interface name and MAC the guest printed. */
+  readonly iface: string;
+  /** MAC the guest sees. */
+  readonly mac: string;
+  /** ping exit status and replies counted. */
+  readonly ping: { status: number; replies: number };
+  /** The flood's summary as ping printed it (packets, loss, round-trip min/avg/max). */
+  readonly floodSummary: string;
+  /** Round-trip time average of the flood, ms, as the guest measured it. */
+  readonly floodRttMs: number;
+  /** Flood phase. */
+  readonly flood: NicPhase;
+  /** Every frame that crossed the NIC's switch, in order. */
+  readonly frames: readonly Uint8Array[];
+  /** The pcap file of the same frames. */
+  readonly pcap: string;
+  /** The responder's counters. */
+  readonly host: HostResponder["stats"];
+}
+
+/** The result of a {@link runNetBoot}. */
+export interface NetBootReport {
+  /** The boot. */
+  readonly boot: BootResult;
+  /** virtio-net. */
+  readonly virtio: NicReport;
+  /** RTL8139. */
+  readonly rtl8139: NicReport;
+  /** Kernel log lines about the NICs. */
+  readonly dmesg: readonly string[];
+}
+
+/**
+ * Boots with a virtio-net (PCI) and an RTL8139 (PCI), each on its own switch with a
+ * {@link HostResponder} and a pcap tap. The guest pings each host, then floods it with
+ * near-MTU pings; the host counts exits during the flood.
+ *
+ * @param fixture - the guest
+ * @param dir - where the pcap files go
+ */
+export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBootReport> {
+  const rigs = {
+    virtio: netRig("virtio", dir),
+    rtl8139: netRig("rtl8139", dir),
+  };
+  const virtioNet = new VirtioNetDevice({
+    backend: rigs.virtio.sw.createPort("guest"),
+    mac: NICS.virtio.mac,
+  });
+  let rtl: Rtl8139 | undefined;
+  const options: AttachPvkitOptions = {
+    devices: [
+      { kind: "virtio-pci", device: virtioNet, name: "virtio-net" },
+      {
+        kind: "pci",
+        create: (memory) => {
+          rtl = new Rtl8139({
+            memory,
+            backend: rigs.rtl8139.sw.createPort("guest"),
+            mac: NICS.rtl8139.mac,
+          });
+          return rtl;
+        },
+      },
+    ],
+  };
+  let pv: PvkitV86 | undefined;
+  const marks = new Map<
+    string,
+    { t: number; exits: Record<string, number>; tx: number[]; rx: number[] }
+  >();
+  const exitsNow = (): Record<string, number> => {
+    const out: Record<string, number> = {};
+    for (const [k, v] of Object.entries(pv!.bus.stats().byDevice)) out[k] = v.exits;
+    return out;
+  };
+  const boot = await bootLinux({
+    fixture,
+    onLoaded: (emulator) => {
+      pv = attachPvkit(emulator as unknown as V86Emulator, options);
+    },
+    script: netScript(),
+    onSerialLine: (line) => {
+      const m = /^MARK (\S+)$/.exec(line);
+      if (m === null || pv === undefined) return;
+      marks.set(m[1]!, {
+        t: performance.now(),
+        exits: exitsNow(),
+        tx: [rigs.virtio.hostSide.rxFrames, rigs.rtl8139.hostSide.rxFrames],
+        rx: [rigs.virtio.hostSide.txFrames, rigs.rtl8139.hostSide.txFrames],
+      });
+    },
+  });
+  for (const r of Object.values(rigs)) r.pcapFile.close();
+  const lines = boot.scriptLines;
+  const phase = (key: "virtio" | "rtl8139", name: string, device: string): NicPhase => {
+    const a = marks.get(`${name}-${key}-start`);
+    const b = marks.get(`${name}-${key}-end`);
+    if (a === undefined || b === undefined)
+      return { ms: Number.NaN, exits: Number.NaN, txFrames: 0, rxFrames: 0 };
+    const i = key === "virtio" ? 0 : 1;
+    const exits = Object.keys(b.exits)
+      .filter((k) => k.startsWith(device))
+      .reduce((s, k) => s + b.exits[k]! - (a.exits[k] ?? 0), 0);
+    return { ms: b.t - a.t, exits, txFrames: b.tx[i]! - a.tx[i]!, rxFrames: b.rx[i]! - a.rx[i]! };
+  };
+  const report = (key: "virtio" | "rtl8139", device: string): NicReport => {
+    const nic = lines.find((l) => l.startsWith(`NIC ${NICS[key].driver} `))?.split(" ") ?? [];
+    const ping = lines.find((l) => l.startsWith(`PING ${key} `))?.split(" ") ?? [];
+    const flood = lines
+      .filter((l) => l.startsWith(`FLOOD ${key} `))
+      .map((l) => l.slice(`FLOOD ${key} `.length));
+    const rtt = /round-trip min\/avg\/max = [\d.]+\/([\d.]+)\//.exec(flood.join("\n"));
+    return {
+      iface: nic[2] ?? "",
+      mac: nic[3] ?? "",
+      ping: { status: Number(ping[2]), replies: Number(ping[3]) },
+      floodSummary: flood.join("; "),
+      floodRttMs: rtt === null ? Number.NaN : Number(rtt[1]),
+      flood: phase(key, "flood", device),
+      frames: rigs[key].frames,
+      pcap: rigs[key].pcapPath,
+      host: rigs[key].host.stats,
+    };
+  };
+  return {
+    boot,
+    virtio: report("virtio", "virtio-net"),
+    rtl8139: report("rtl8139", "rtl8139"),
+    dmesg: lines.filter((l) => l.startsWith("DMESG ")).map((l) => l.slice(6)),
+  };
+}
+
+function netRig(key: "virtio" | "rtl8139", dir: string) {
+  const sw = new EthernetSwitch();
+  const host = new HostResponder({ ip: NICS[key].hostIp });
+  const hostPort = sw.createPort("host");
+  host.attachTo(hostPort);
+  const pcapPath = join(dir, `${key}.pcap`);
+  const pcapFile = new PcapFileWriter(pcapPath);
+  const frames: Uint8Array[] = [];
+  sw.addTap(pcapFile.tap());
+  sw.addTap((frame) => {
+    frames.push(frame.slice());
+  });
+  return { sw, host, hostSide: hostPort.stats, pcapFile, pcapPath, frames };
+}
+
+// ── Guest-visible disk comparison ───────────────────────────────────────────────
+
+/** Bytes each `dd` moves. */
+export const DD_BYTES = 16 << 20;
+
+/** One `dd` run as the guest reported it and the host counted it. */
+export interface DdResult {
+  /** The device. */
+  readonly disk: "ide" | "virtio-blk";
+  /** Direction. */
+  readonly op: "read" | "write";
+  /** dd's exit status. */
+  readonly status: number;
+  /** Bytes moved. */
+  readonly bytes: number;
+  /** Seconds, as the guest measured them (`/proc/uptime` around the run). */
+  readonly seconds: number;
+  /** Register exits on the disk during the run. */
+  readonly exits: number;
+}
+
+/** The result of a {@link runDiskCompareBoot}. */
+export interface DiskCompareReport {
+  /** The boot. */
+  readonly boot: BootResult;
+  /** Read and write runs on each disk. */
+  readonly runs: readonly DdResult[];
+}
+
+/**
+ * Boots with v86's own emulated IDE disk (`hda`, driven by Linux's `ata_piix`) and a
+ * pvkit virtio-blk over PCI, and has the guest `dd` 16 MiB through each with the page
+ * cache dropped: 64 KiB reads, then 64 KiB writes with `conv=fsync`.
+ *
+ * @param fixture - the guest
+ */
+export async function runDiskCompareBoot(fixture: Fixture): Promise<DiskCompareReport> {
+  const size = 2 * DD_BYTES;
+  const hda = new ArrayBuffer(size);
+  const blk = new VirtioBlkDevice({ backend: new MemoryDisk(size), serial: "pvkit-compare" });
+  const options: AttachPvkitOptions = {
+    devices: [{ kind: "virtio-pci", device: blk, name: "virtio-blk" }],
+  };
+  let pv: PvkitV86 | undefined;
+  let counter: V86ExitCounter | undefined;
+  let cpu: V86Emulator["v86"]["cpu"] | undefined;
+  const steps: string[] = [];
+  for (const [disk, dev] of [
+    ["ide", "sda"],
+    ["virtio-blk", "vda"],
+  ] as const) {
+    for (const [op, cmd] of [
+      ["read", `dd if=/dev/${dev} of=/dev/null bs=64k count=${DD_BYTES >> 16}`],
+      ["write", `dd if=/dev/zero of=/dev/${dev} bs=64k count=${DD_BYTES >> 16} conv=fsync`],
+    ] as const) {
+      // Guest-visible time from /proc/uptime (10 ms resolution) around each run.
+      steps.push(
+        `sync; echo 3 > /proc/sys/vm/drop_caches; echo "MARK ${disk}-${op}"`,
+        `t0=$(cut -d' ' -f1 /proc/uptime); ${cmd} 2>/tmp/dd.err; rc=$?; t1=$(cut -d' ' -f1 /proc/uptime)`,
+        `echo "MARK ${disk}-${op}-end"; echo "DD ${disk} ${op} $rc $t0 $t1"; sed 's/^/DDLOG /' /tmp/dd.err`,
+      );
+    }
+  }
+  const marks = new Map<string, number>();
+  // v86's PIIX IDE function (00:1e.0): both legacy channels and its bus-master block (BAR4,
+  // wherever firmware put it).
+  const ideExits = (): number => {
+    const c = counter!;
+    const bar4 = cpu!.devices.pci.device_spaces[0x1e << 3]?.[8] ?? 0;
+    const bm = bar4 & 0xfffc;
+    return (
+      c.ports(0x1f0, 8).total +
+      c.ports(0x3f6, 1).total +
+      c.ports(0x170, 8).total +
+      c.ports(0x376, 1).total +
+      (bm === 0 ? 0 : c.ports(bm, 16).total)
+    );
+  };
+  const boot = await bootLinux({
+    fixture,
+    hda,
+    onLoaded: (emulator) => {
+      const e = emulator as unknown as V86Emulator;
+      pv = attachPvkit(e, options);
+      cpu = e.v86.cpu;
+      counter = new V86ExitCounter(cpu);
+    },
+    script: `${steps.join("\n")}\n`,
+    onSerialLine: (line) => {
+      const m = /^MARK (\S+)$/.exec(line);
+      if (m === null || pv === undefined) return;
+      marks.set(
+        m[1]!,
+        m[1]!.startsWith("ide")
+          ? ideExits()
+          : (pv.bus.stats().byDevice["virtio-blk.bar0"]?.exits ?? 0),
+      );
+    },
+  });
+  const runs: DdResult[] = [];
+  for (const line of boot.scriptLines) {
+    const m = /^DD (ide|virtio-blk) (read|write) (\d+) ([\d.]+) ([\d.]+)$/.exec(line);
+    if (m === null) continue;
+    const disk = m[1] as "ide" | "virtio-blk";
+    const op = m[2] as "read" | "write";
+    const a = marks.get(`${disk}-${op}`) ?? Number.NaN;
+    const b = marks.get(`${disk}-${op}-end`) ?? Number.NaN;
+    runs.push({
+      disk,
+      op,
+      status: Number(m[3]),
+      bytes: DD_BYTES,
+      seconds: Number(m[5]) - Number(m[4]),
+      exits: b - a,
+    });
+  }
+  return { boot, runs };
+}
