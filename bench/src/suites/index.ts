@@ -9,6 +9,7 @@ import { hypercallMmuSuite } from "./hypercall-mmu.js";
 import { nicCompareSuite } from "./nic-compare.js";
 import { splitQueueSuite } from "./split-queue.js";
 import { timersSuite } from "./timers.js";
+import { v86GuestSuite } from "./v86-guest.js";
 import { virtioBlkSuite } from "./virtio-blk.js";
 import { virtioNetSuite } from "./virtio-net.js";
 
@@ -20,4 +21,5 @@ export const suites: readonly Suite[] = [
   virtioNetSuite,
   hypercallMmuSuite,
   timersSuite,
+  v86GuestSuite,
 ];

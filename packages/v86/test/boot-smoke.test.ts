@@ -8,7 +8,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { CpioMode, cpioNewc } from "../src/cpio.js";
 import { ensureFixture, type Fixture } from "./fixture.js";
-import { type BootResult, bootLinux } from "./harness.js";
+import { type BootResult, bootLinux, logTimings } from "./harness.js";
 
 const FIXTURE_TIMEOUT = 600_000;
 const BOOT_TIMEOUT = 300_000;
@@ -24,15 +24,6 @@ done
 
 function tagged(r: BootResult, tag: string): string[] {
   return r.scriptLines.filter((l) => l.startsWith(`${tag} `)).map((l) => l.slice(tag.length + 1));
-}
-
-function logTimings(name: string, r: BootResult): void {
-  const s = (ms: number | undefined): string => (ms === undefined ? "-" : (ms / 1000).toFixed(1));
-  const t = r.timings;
-  console.log(
-    `${name}: banner ${s(t.bannerMs)} s, /init ${s(t.initMs)} s, ready ${s(t.readyMs)} s, ` +
-      `exit ${s(t.exitMs)} s, wall ${s(t.wallMs)} s, ${(r.instructions / 1e9).toFixed(2)}e9 instructions`,
-  );
 }
 
 describe("v86 boots the Debian fixture", () => {

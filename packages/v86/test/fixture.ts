@@ -177,7 +177,20 @@ async function ensureI386(): Promise<void> {
     );
   }
   await sh("dpkg", ["--add-architecture", "i386"]);
-  await sh("apt-get", ["update", "-q"]);
+  await aptUpdate();
+}
+
+/**
+ * `apt-get update`, tolerating a partial failure: a mirror mid-sync makes it exit 100
+ * after fetching every other index (seen on debian-security), and the lookups that follow
+ * say whether what we need is there.
+ */
+async function aptUpdate(): Promise<void> {
+  try {
+    await sh("apt-get", ["update", "-q"]);
+  } catch (e) {
+    console.warn(`fixture: apt-get update reported errors, going on: ${(e as Error).message}`);
+  }
 }
 
 /**
@@ -221,7 +234,7 @@ async function resolvePackages(): Promise<{ packages: ResolvedPackage[]; kernelV
   await ensureI386();
   let kernel = await kernelImage();
   if (kernel === undefined && process.getuid?.() === 0) {
-    await sh("apt-get", ["update", "-q"]);
+    await aptUpdate();
     kernel = await kernelImage();
   }
   if (kernel === undefined) {

@@ -341,3 +341,13 @@ async function destroy(emulator: V86): Promise<void> {
   ]);
   clearTimeout(timer);
 }
+
+/** Prints a boot's timings (seconds from `emulator.run()`) and instruction count on one line. */
+export function logTimings(name: string, r: BootResult): void {
+  const s = (ms: number | undefined): string => (ms === undefined ? "-" : (ms / 1000).toFixed(1));
+  const t = r.timings;
+  console.log(
+    `${name}: banner ${s(t.bannerMs)} s, /init ${s(t.initMs)} s, ready ${s(t.readyMs)} s, ` +
+      `exit ${s(t.exitMs)} s, wall ${s(t.wallMs)} s, ${(r.instructions / 1e9).toFixed(2)}e9 instructions`,
+  );
+}

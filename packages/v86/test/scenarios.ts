@@ -582,3 +582,89 @@ export async function runDiskCompareBoot(fixture: Fixture): Promise<DiskCompareR
   }
   return { boot, runs };
 }
+
+// ── The guest-visible comparison ────────────────────────────────────────────────
+
+/** A table of the comparison (same shape as the bench's result tables). */
+export interface ComparisonTable {
+  /** Title. */
+  readonly title: string;
+  /** Column headers. */
+  readonly columns: readonly string[];
+  /** Rows of cells. */
+  readonly rows: readonly (readonly string[])[];
+}
+
+/**
+ * The emulated-vs-paravirtual comparison as the guest saw it: `dd` on v86's IDE disk vs
+ * pvkit's virtio-blk, and a ping flood over the RTL8139 vs virtio-net, with the exits the
+ * host counted.
+ */
+export function comparisonTables(disk: DiskCompareReport, net: NetBootReport): ComparisonTable[] {
+  const mib = DD_BYTES / (1 << 20);
+  const diskRows = disk.runs.map((r) => [
+    r.disk === "ide" ? "v86 IDE (ata_piix)" : "pvkit virtio-blk (virtio_pci)",
+    r.op,
+    r.seconds.toFixed(2),
+    (mib / r.seconds).toFixed(1),
+    String(r.exits),
+    (r.exits / mib).toFixed(1),
+  ]);
+  for (const op of ["read", "write"] as const) {
+    const ide = disk.runs.find((r) => r.disk === "ide" && r.op === op);
+    const pv = disk.runs.find((r) => r.disk === "virtio-blk" && r.op === op);
+    if (ide === undefined || pv === undefined) continue;
+    diskRows.push([
+      "IDE ÷ virtio-blk",
+      op,
+      `${(ide.seconds / pv.seconds).toFixed(2)}×`,
+      "",
+      `${(ide.exits / Math.max(1, pv.exits)).toFixed(1)}×`,
+      "",
+    ]);
+  }
+  const nicRow = (name: string, n: NicReport): string[] => {
+    const packets = n.flood.txFrames;
+    return [
+      name,
+      String(packets),
+      n.floodRttMs.toFixed(3),
+      String(n.flood.exits),
+      (n.flood.exits / Math.max(1, packets)).toFixed(2),
+    ];
+  };
+  const ratio = net.rtl8139.flood.exits / Math.max(1, net.virtio.flood.exits);
+  return [
+    {
+      title: `dd of ${mib} MiB in 64 KiB blocks, page cache dropped (guest time from /proc/uptime)`,
+      columns: ["disk", "op", "guest s", "MiB/s", "exits", "exits/MiB"],
+      rows: diskRows,
+    },
+    {
+      title: `ping flood: ${FLOOD.count} echo requests of ${FLOOD.size} bytes every ${FLOOD.interval * 1000} ms (guest-measured round trip)`,
+      columns: ["NIC (Linux driver)", "packets", "avg RTT ms", "exits", "exits/packet"],
+      rows: [
+        nicRow("RTL8139 (8139too)", net.rtl8139),
+        nicRow("virtio-net (virtio_net)", net.virtio),
+        [
+          "virtio-net advantage",
+          "",
+          `${(net.rtl8139.floodRttMs / net.virtio.floodRttMs).toFixed(1)}× shorter`,
+          `${ratio.toFixed(1)}× fewer`,
+          "",
+        ],
+      ],
+    },
+  ];
+}
+
+/** A table as Markdown. */
+export function markdownTable(t: ComparisonTable): string {
+  return [
+    `**${t.title}**`,
+    "",
+    `| ${t.columns.join(" | ")} |`,
+    `|${t.columns.map(() => "---").join("|")}|`,
+    ...t.rows.map((r) => `| ${r.join(" | ")} |`),
+  ].join("\n");
+}

@@ -1,0 +1,174 @@
+/**
+ * The guest-visible emulated-vs-paravirtual comparison, from inside Linux in v86:
+ * - networking: Linux's `virtio_net` on pvkit's virtio-net and `8139too` on pvkit's RTL8139,
+ *   each on its own switch with a host that answers ARP and ICMP echo; the guest pings and
+ *   floods; every frame is checked byte for byte in a pcap read back by tshark;
+ * - disks: `dd` through v86's own emulated IDE disk and through pvkit's virtio-blk.
+ * The tables are printed here and kept by the bench (`pnpm bench v86-guest`).
+ */
+
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectSameBytes } from "../../../test-utils/bytes.js";
+import { ensureFixture, type Fixture } from "./fixture.js";
+import { logTimings } from "./harness.js";
+import {
+  comparisonTables,
+  type DiskCompareReport,
+  FLOOD,
+  markdownTable,
+  type NetBootReport,
+  NICS,
+  type NicReport,
+  runDiskCompareBoot,
+  runNetBoot,
+} from "./scenarios.js";
+
+const dir = mkdtempSync(join(tmpdir(), "pvkit-v86-net-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function tshark(path: string, args: string[]): string {
+  return execFileSync("tshark", ["-r", path, ...args], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "ignore"],
+    maxBuffer: 64 << 20,
+  });
+}
+
+/** Every frame of the pcap as tshark decodes it, compared with what the switch carried. */
+function checkPcap(n: NicReport, guestMac: string, hostIp: string, guestIp: string): void {
+  const dumps = tshark(n.pcap, ["-x"])
+    .trim()
+    .split(/\n\s*\n/);
+  expect(dumps.length).toBe(n.frames.length);
+  dumps.forEach((dump, i) => {
+    let hex = "";
+    for (const line of dump.split("\n")) {
+      const m = /^[0-9a-f]{4}\s\s((?:[0-9a-f]{2} )+)/.exec(`${line} `);
+      if (m) hex += m[1]!.replace(/ /g, "");
+    }
+    expectSameBytes(Uint8Array.from(Buffer.from(hex, "hex")), n.frames[i]!);
+  });
+  const fields = tshark(n.pcap, [
+    "-o",
+    "ip.check_checksum:TRUE",
+    "-T",
+    "fields",
+    "-E",
+    "separator=,",
+    "-e",
+    "eth.src",
+    "-e",
+    "arp.opcode",
+    "-e",
+    "ip.src",
+    "-e",
+    "ip.dst",
+    "-e",
+    "icmp.type",
+    "-e",
+    "icmp.ident",
+    "-e",
+    "icmp.seq",
+    "-e",
+    "data.data",
+    "-e",
+    "ip.checksum.status",
+    "-e",
+    "icmp.checksum.status",
+  ])
+    .trim()
+    .split("\n")
+    .map((l) => l.split(","));
+  // ARP: the guest asked for the host, the host answered.
+  expect(fields.some((f) => f[0] === guestMac && f[1] === "1")).toBe(true);
+  expect(fields.some((f) => f[0] !== guestMac && f[1] === "2")).toBe(true);
+  const requests = fields.filter((f) => f[4] === "8" && f[2] === guestIp && f[3] === hostIp);
+  const replies = new Map(
+    fields
+      .filter((f) => f[4] === "0" && f[2] === hostIp && f[3] === guestIp)
+      .map((f) => [`${f[5]}/${f[6]}`, f]),
+  );
+  expect(requests.length).toBeGreaterThanOrEqual(4 + FLOOD.count);
+  for (const q of requests) {
+    const r = replies.get(`${q[5]}/${q[6]}`);
+    expect(r, `no reply to echo ${q[5]}/${q[6]}`).toBeDefined();
+    expect(r![7]).toBe(q[7]); // same payload
+    // tshark's checksum status: 0 bad, 1 good, 2 unverified.
+    expect(q[8]).toBe("1");
+    expect(r![8]).toBe("1");
+    expect(q[9]).toBe("1");
+    expect(r![9]).toBe("1");
+  }
+}
+
+describe("Linux drives pvkit's NICs in v86, and the guest-visible comparison", () => {
+  let fixture: Fixture;
+  let net: NetBootReport;
+  let disk: DiskCompareReport;
+  beforeAll(async () => {
+    fixture = await ensureFixture();
+  }, 600_000);
+
+  it("virtio_net and 8139too: ARP, ping and a ping flood, byte for byte in a pcap", {
+    timeout: 400_000,
+  }, async () => {
+    net = await runNetBoot(fixture, dir);
+    logTimings("net", net.boot);
+    expect(net.boot.exitStatus).toBe(0);
+    expect(net.boot.kernelWarnings).toEqual([]);
+    for (const key of ["virtio", "rtl8139"] as const) {
+      const n = net[key];
+      const cfg = NICS[key];
+      expect(n.mac).toBe(cfg.mac);
+      expect(n.iface).toMatch(/^eth\d$/);
+      expect(n.ping).toEqual({ status: 0, replies: 4 });
+      expect(n.floodSummary).toContain(
+        `${FLOOD.count} packets transmitted, ${FLOOD.count} packets received, 0% packet loss`,
+      );
+      expect(n.host.arpReplies).toBeGreaterThanOrEqual(1);
+      expect(n.host.echoReplies).toBeGreaterThanOrEqual(4 + FLOOD.count);
+      expect(n.flood.txFrames).toBeGreaterThanOrEqual(FLOOD.count);
+      expect(n.flood.exits).toBeGreaterThan(0);
+      checkPcap(n, cfg.mac, cfg.hostIp, cfg.guestIp);
+    }
+    expect(
+      net.dmesg.some((l) =>
+        /8139too .* eth\d: RealTek RTL8139 at .*, 52:54:00:12:34:57, IRQ \d+/.test(l),
+      ),
+    ).toBe(true);
+    // Exits per flood packet: the paravirtual NIC needs far fewer.
+    expect(net.virtio.flood.exits * 3).toBeLessThan(net.rtl8139.flood.exits);
+  });
+
+  it("dd through v86's IDE disk and pvkit's virtio-blk", { timeout: 400_000 }, async () => {
+    disk = await runDiskCompareBoot(fixture);
+    logTimings("disk compare", disk.boot);
+    expect(disk.boot.exitStatus).toBe(0);
+    expect(disk.runs.map((r) => `${r.disk}/${r.op}/${r.status}`)).toEqual([
+      "ide/read/0",
+      "ide/write/0",
+      "virtio-blk/read/0",
+      "virtio-blk/write/0",
+    ]);
+    for (const r of disk.runs) {
+      expect(r.seconds).toBeGreaterThan(0);
+      expect(r.exits).toBeGreaterThan(0);
+    }
+    const exits = (d: string, op: string) =>
+      disk.runs.find((r) => r.disk === d && r.op === op)!.exits;
+    expect(exits("virtio-blk", "read") * 3).toBeLessThan(exits("ide", "read"));
+    expect(exits("virtio-blk", "write") * 3).toBeLessThan(exits("ide", "write"));
+  });
+
+  it("prints the comparison", () => {
+    expect(net).toBeDefined();
+    expect(disk).toBeDefined();
+    const tables = comparisonTables(disk, net);
+    expect(tables.map((t) => t.rows.length)).toEqual([6, 3]);
+    console.log(tables.map(markdownTable).join("\n\n"));
+  });
+});
