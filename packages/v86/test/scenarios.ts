@@ -647,10 +647,10 @@ export function comparisonTables(disk: DiskCompareReport, net: NetBootReport): C
         nicRow("RTL8139 (8139too)", net.rtl8139),
         nicRow("virtio-net (virtio_net)", net.virtio),
         [
-          "virtio-net advantage",
+          "RTL8139 ÷ virtio-net",
           "",
-          `${(net.rtl8139.floodRttMs / net.virtio.floodRttMs).toFixed(1)}× shorter`,
-          `${ratio.toFixed(1)}× fewer`,
+          `${(net.rtl8139.floodRttMs / net.virtio.floodRttMs).toFixed(2)}×`,
+          `${ratio.toFixed(1)}×`,
           "",
         ],
       ],
