@@ -1,4 +1,16 @@
-import { EthernetSwitch, HostResponder, onesComplementSum, parseIpv4 } from "@pvkit/platform";
+import {
+  EthernetSwitch,
+  fillTransportChecksum,
+  HostResponder,
+  NET_META_NEEDS_CSUM,
+  type NetBackend,
+  type NetEndpoint,
+  newNetBackendStats,
+  onesComplementSum,
+  parseIpv4,
+  seedPseudoHeader,
+  verifyTransportChecksum,
+} from "@pvkit/platform";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 
@@ -101,10 +113,134 @@ describe("HostResponder", () => {
         host.receive(f);
         if (!isArp && !isIp) expect(got).toHaveLength(0);
         const s = host.stats;
-        expect(s.arpReplies + s.echoReplies + s.udpDatagrams + s.ignored).toBe(1);
+        // Every frame is counted once, except a (vanishingly unlikely) valid TCP SYN or data
+        // segment, which is answered instead.
+        const counted = s.arpReplies + s.echoReplies + s.udpDatagrams + s.tcpRefused + s.ignored;
+        expect(counted).toBeLessThanOrEqual(1);
+        if (!isIp || f[23] !== 6) expect(counted).toBe(1);
       }),
       { seed: 8086, numRuns: 500 },
     );
+  });
+
+  describe("TCP sink", () => {
+    const SYN = 0x02;
+    const ACK = 0x10;
+    const FIN = 0x01;
+    const RST = 0x04;
+    function segment(
+      flags: number,
+      seq: number,
+      ack: number,
+      payload: number[] = [],
+      port = 9,
+    ): Uint8Array {
+      const total = 20 + 20 + payload.length;
+      const f = new Uint8Array(Math.max(60, 14 + total));
+      f.set([0x52, 0x54, 0, 0, 0, 2, ...GUEST_MAC, 0x08, 0x00]);
+      f.set(
+        [0x45, 0, total >> 8, total & 0xff, 0, 1, 0x40, 0, 64, 6, 0, 0, ...GUEST_IP, 10, 0, 2, 2],
+        14,
+      );
+      const ipSum = ~onesComplementSum(f, 14, 34) & 0xffff;
+      f[24] = ipSum >> 8;
+      f[25] = ipSum & 0xff;
+      const be32 = (v: number) => [v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff];
+      f.set(
+        [0xc3, 0x50, port >> 8, port & 0xff, ...be32(seq), ...be32(ack), 5 << 4, flags, 0x20, 0],
+        34,
+      );
+      f.set(payload, 54);
+      fillTransportChecksum(f);
+      return f;
+    }
+    const fields = (r: Uint8Array) => ({
+      flags: r[47]!,
+      seq: ((r[38]! << 24) | (r[39]! << 16) | (r[40]! << 8) | r[41]!) >>> 0,
+      ack: ((r[42]! << 24) | (r[43]! << 16) | (r[44]! << 8) | r[45]!) >>> 0,
+      ports: [(r[34]! << 8) | r[35]!, (r[36]! << 8) | r[37]!],
+    });
+
+    it("accepts a connection, acknowledges in-order data, asks again for a gap, and closes on FIN", () => {
+      const { host, port, got } = rig();
+      const isn = 0xffff_fff0; // the sequence space wraps during the transfer
+      port.send(segment(SYN, isn, 0), null);
+      expect(got).toHaveLength(1);
+      const synAck = fields(got[0]!);
+      expect(synAck.flags).toBe(SYN | ACK);
+      expect(synAck.ack).toBe((isn + 1) >>> 0);
+      expect(synAck.ports).toEqual([9, 0xc350]);
+      expect([...got[0]!.subarray(54, 58)]).toEqual([2, 4, 0x05, 0xb4]); // MSS 1460
+      expect(verifyTransportChecksum(got[0]!)).toBe(true);
+      expect(onesComplementSum(got[0]!, 14, 34)).toBe(0xffff);
+      let next = (isn + 1) >>> 0;
+      const mine = (synAck.seq + 1) >>> 0;
+      port.send(segment(ACK, next, mine), null); // handshake done: nothing to answer
+      expect(got).toHaveLength(1);
+      for (let i = 0; i < 3; i++) {
+        port.send(segment(ACK, next, mine, new Array(100).fill(i)), null);
+        next = (next + 100) >>> 0;
+        expect(fields(got.at(-1)!)).toMatchObject({ flags: ACK, ack: next });
+      }
+      port.send(segment(ACK, (next + 100) >>> 0, mine, new Array(50).fill(9)), null); // a gap
+      expect(fields(got.at(-1)!)).toMatchObject({ flags: ACK, ack: next });
+      expect(host.stats.tcpBytes).toBe(300);
+      port.send(segment(FIN | ACK, next, mine), null);
+      expect(fields(got.at(-1)!)).toMatchObject({
+        flags: FIN | ACK,
+        ack: (next + 1) >>> 0,
+        seq: mine,
+      });
+      expect(host.stats.tcpConnections).toBe(1);
+      const n = got.length;
+      port.send(segment(ACK, (next + 1) >>> 0, (mine + 1) >>> 0), null); // last ACK: closed
+      port.send(segment(ACK, (next + 1) >>> 0, (mine + 1) >>> 0, [1]), null); // no connection now
+      expect(got).toHaveLength(n + 1);
+      expect(fields(got.at(-1)!).flags).toBe(RST);
+      expect(got.every((f) => verifyTransportChecksum(f) === true)).toBe(true);
+    });
+
+    it("completes a partial (NEEDS_CSUM) checksum from an offloading NIC before checking it", () => {
+      let endpoint: NetEndpoint | null = null;
+      const sent: Uint8Array[] = [];
+      const fake: NetBackend = {
+        name: "fake",
+        checksumOffload: true,
+        linkUp: true,
+        stats: newNetBackendStats(),
+        attach: (e) => {
+          endpoint = e;
+        },
+        detach: () => {},
+        send: (f) => {
+          sent.push(f.slice());
+          return "sent";
+        },
+      };
+      const host = new HostResponder({ ip: "10.0.2.2" });
+      host.attachTo(fake);
+      const syn = segment(SYN, 77, 0);
+      seedPseudoHeader(syn); // what a guest with checksum offload hands its NIC
+      expect(verifyTransportChecksum(syn)).toBe(false);
+      const meta = { flags: NET_META_NEEDS_CSUM, csumStart: 34, csumOffset: 16 };
+      endpoint!.receive(syn, meta);
+      expect(sent).toHaveLength(1);
+      expect(fields(sent[0]!)).toMatchObject({ flags: SYN | ACK, ack: 78 });
+      expect(host.stats.tcpRefused).toBe(0);
+      endpoint!.receive(syn, null); // the same bytes without the metadata: a bad checksum
+      expect(host.stats.tcpRefused).toBe(1);
+    });
+
+    it("resets a SYN to another port and drops segments with a bad checksum", () => {
+      const { host, port, got } = rig();
+      port.send(segment(SYN, 1000, 0, [], 80), null);
+      expect(fields(got[0]!)).toMatchObject({ flags: RST | ACK, ack: 1001 });
+      const bad = segment(SYN, 5, 0);
+      bad[50] = (bad[50]! ^ 0xff) & 0xff; // checksum byte
+      port.send(bad, null);
+      expect(got).toHaveLength(1);
+      expect(host.stats.tcpRefused).toBe(2);
+    });
   });
 
   it("rejects bad configuration", () => {

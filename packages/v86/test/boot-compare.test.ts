@@ -1,8 +1,9 @@
 /**
  * The guest-visible emulated-vs-paravirtual comparison, from inside Linux in v86:
  * - networking: Linux's `virtio_net` on pvkit's virtio-net and `8139too` on pvkit's RTL8139,
- *   each on its own switch with a host that answers ARP and ICMP echo; the guest pings and
- *   floods; every frame is checked byte for byte in a pcap read back by tshark;
+ *   each on its own switch with a host that answers ARP and ICMP echo and sinks TCP; the
+ *   guest pings, floods and sends 4 MiB over TCP; every frame is checked byte for byte in
+ *   a pcap read back by tshark;
  * - disks: `dd` through v86's own emulated IDE disk and through pvkit's virtio-blk.
  * The tables are printed here and kept by the bench (`pnpm bench v86-guest`).
  */
@@ -16,6 +17,7 @@ import { expectSameBytes } from "../../../test-utils/bytes.js";
 import { ensureFixture, type Fixture } from "./fixture.js";
 import { logTimings } from "./harness.js";
 import {
+  BULK_BYTES,
   comparisonTables,
   type DiskCompareReport,
   FLOOD,
@@ -113,7 +115,7 @@ describe("Linux drives pvkit's NICs in v86, and the guest-visible comparison", (
     fixture = await ensureFixture();
   }, 600_000);
 
-  it("virtio_net and 8139too: ARP, ping and a ping flood, byte for byte in a pcap", {
+  it("virtio_net and 8139too: ARP, ping, a ping flood and a TCP transfer, byte for byte in a pcap", {
     timeout: 400_000,
   }, async () => {
     net = await runNetBoot(fixture, dir);
@@ -133,6 +135,11 @@ describe("Linux drives pvkit's NICs in v86, and the guest-visible comparison", (
       expect(n.host.echoReplies).toBeGreaterThanOrEqual(4 + FLOOD.count);
       expect(n.flood.txFrames).toBeGreaterThanOrEqual(FLOOD.count);
       expect(n.flood.exits).toBeGreaterThan(0);
+      expect(n.bulk.status).toBe(0);
+      expect(n.bulk.bytes).toBe(BULK_BYTES);
+      expect(n.host.tcpConnections).toBe(1);
+      expect(n.host.tcpRefused).toBe(0);
+      expect(n.bulk.seconds).toBeGreaterThan(0);
       checkPcap(n, cfg.mac, cfg.hostIp, cfg.guestIp);
     }
     expect(
@@ -156,6 +163,7 @@ describe("Linux drives pvkit's NICs in v86, and the guest-visible comparison", (
     ]);
     for (const r of disk.runs) {
       expect(r.seconds).toBeGreaterThan(0);
+      expect(r.requests).toBeGreaterThan(0);
       expect(r.exits).toBeGreaterThan(0);
     }
     const exits = (d: string, op: string) =>
@@ -168,7 +176,7 @@ describe("Linux drives pvkit's NICs in v86, and the guest-visible comparison", (
     expect(net).toBeDefined();
     expect(disk).toBeDefined();
     const tables = comparisonTables(disk, net);
-    expect(tables.map((t) => t.rows.length)).toEqual([6, 3]);
+    expect(tables.map((t) => t.rows.length)).toEqual([6, 3, 3]);
     console.log(tables.map(markdownTable).join("\n\n"));
   });
 });

@@ -276,6 +276,8 @@ export const NICS = {
 
 /** Ping flood: count, payload size and interval (busybox ping hangs with `-i 0`). */
 export const FLOOD = { count: 300, size: 1400, interval: 0.005 } as const;
+/** TCP bulk transfer: bytes the guest sends with `dd | nc` to the host's discard sink. */
+export const BULK_BYTES = 4 << 20;
 
 function netScript(): string {
   const setup = Object.values(NICS)
@@ -293,7 +295,13 @@ ping -c 4 -W 3 ${n.hostIp} > /tmp/ping.${key} 2>&1; echo "PING ${key} $? $(grep 
 echo "MARK flood-${key}-start"
 ping -q -c ${FLOOD.count} -i ${FLOOD.interval} -s ${FLOOD.size} -w 30 ${n.hostIp} > /tmp/flood.${key}
 echo "MARK flood-${key}-end"
-grep -a -E 'packets|round-trip' /tmp/flood.${key} | sed 's/^/FLOOD ${key} /'`;
+grep -a -E 'packets|round-trip' /tmp/flood.${key} | sed 's/^/FLOOD ${key} /'
+echo "MARK bulk-${key}-start"
+t0=$(cut -d' ' -f1 /proc/uptime)
+dd if=/dev/zero bs=64k count=${BULK_BYTES >> 16} 2>/dev/null | nc ${n.hostIp} 9; rc=$?
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "MARK bulk-${key}-end"
+echo "BULK ${key} $rc $t0 $t1"`;
   return `${setup}
 sleep 1
 ${run("virtio", NICS.virtio)}
@@ -312,6 +320,8 @@ export interface NicPhase {
   readonly txFrames: number;
   /** Frames the NIC received. */
   readonly rxFrames: number;
+  /** Guest instructions executed (v86's counter). */
+  readonly instructions: number;
 }
 
 /** One NIC's results. */
@@ -328,6 +338,12 @@ export interface NicReport {
   readonly floodRttMs: number;
   /** Flood phase. */
   readonly flood: NicPhase;
+  /** TCP bulk transfer: nc's exit status, guest seconds, bytes the host received. */
+  readonly bulk: NicPhase & {
+    readonly status: number;
+    readonly seconds: number;
+    readonly bytes: number;
+  };
   /** Every frame that crossed the NIC's switch, in order. */
   readonly frames: readonly Uint8Array[];
   /** The pcap file of the same frames. */
@@ -350,8 +366,9 @@ export interface NetBootReport {
 
 /**
  * Boots with a virtio-net (PCI) and an RTL8139 (PCI), each on its own switch with a
- * {@link HostResponder} and a pcap tap. The guest pings each host, then floods it with
- * near-MTU pings; the host counts exits during the flood.
+ * {@link HostResponder} and a pcap tap. The guest pings each host, floods it with
+ * near-MTU pings, then sends it 4 MiB over TCP (`dd | nc` to the discard sink); the host
+ * counts exits during the flood and the transfer.
  *
  * @param fixture - the guest
  * @param dir - where the pcap files go
@@ -383,9 +400,10 @@ export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBoot
     ],
   };
   let pv: PvkitV86 | undefined;
+  let instructions = (): number => 0;
   const marks = new Map<
     string,
-    { t: number; exits: Record<string, number>; tx: number[]; rx: number[] }
+    { t: number; exits: Record<string, number>; tx: number[]; rx: number[]; instr: number }
   >();
   const exitsNow = (): Record<string, number> => {
     const out: Record<string, number> = {};
@@ -396,6 +414,7 @@ export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBoot
     fixture,
     onLoaded: (emulator) => {
       pv = attachPvkit(emulator as unknown as V86Emulator, options);
+      instructions = () => emulator.get_instruction_counter();
     },
     script: netScript(),
     onSerialLine: (line) => {
@@ -406,6 +425,7 @@ export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBoot
         exits: exitsNow(),
         tx: [rigs.virtio.hostSide.rxFrames, rigs.rtl8139.hostSide.rxFrames],
         rx: [rigs.virtio.hostSide.txFrames, rigs.rtl8139.hostSide.txFrames],
+        instr: instructions(),
       });
     },
   });
@@ -415,12 +435,24 @@ export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBoot
     const a = marks.get(`${name}-${key}-start`);
     const b = marks.get(`${name}-${key}-end`);
     if (a === undefined || b === undefined)
-      return { ms: Number.NaN, exits: Number.NaN, txFrames: 0, rxFrames: 0 };
+      return {
+        ms: Number.NaN,
+        exits: Number.NaN,
+        txFrames: 0,
+        rxFrames: 0,
+        instructions: Number.NaN,
+      };
     const i = key === "virtio" ? 0 : 1;
     const exits = Object.keys(b.exits)
       .filter((k) => k.startsWith(device))
       .reduce((s, k) => s + b.exits[k]! - (a.exits[k] ?? 0), 0);
-    return { ms: b.t - a.t, exits, txFrames: b.tx[i]! - a.tx[i]!, rxFrames: b.rx[i]! - a.rx[i]! };
+    return {
+      ms: b.t - a.t,
+      exits,
+      txFrames: b.tx[i]! - a.tx[i]!,
+      rxFrames: b.rx[i]! - a.rx[i]!,
+      instructions: (b.instr - a.instr) >>> 0, // v86's counter is 32-bit; a phase is shorter
+    };
   };
   const report = (key: "virtio" | "rtl8139", device: string): NicReport => {
     const nic = lines.find((l) => l.startsWith(`NIC ${NICS[key].driver} `))?.split(" ") ?? [];
@@ -429,6 +461,7 @@ export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBoot
       .filter((l) => l.startsWith(`FLOOD ${key} `))
       .map((l) => l.slice(`FLOOD ${key} `.length));
     const rtt = /round-trip min\/avg\/max = [\d.]+\/([\d.]+)\//.exec(flood.join("\n"));
+    const bulk = lines.find((l) => l.startsWith(`BULK ${key} `))?.split(" ") ?? [];
     return {
       iface: nic[2] ?? "",
       mac: nic[3] ?? "",
@@ -436,6 +469,12 @@ export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBoot
       floodSummary: flood.join("; "),
       floodRttMs: rtt === null ? Number.NaN : Number(rtt[1]),
       flood: phase(key, "flood", device),
+      bulk: {
+        ...phase(key, "bulk", device),
+        status: Number(bulk[2]),
+        seconds: Number(bulk[4]) - Number(bulk[3]),
+        bytes: rigs[key].host.stats.tcpBytes,
+      },
       frames: rigs[key].frames,
       pcap: rigs[key].pcapPath,
       host: rigs[key].host.stats,
@@ -481,8 +520,12 @@ export interface DdResult {
   readonly bytes: number;
   /** Seconds, as the guest measured them (`/proc/uptime` around the run). */
   readonly seconds: number;
+  /** Requests the guest's block layer completed on the disk during the run. */
+  readonly requests: number;
   /** Register exits on the disk during the run. */
   readonly exits: number;
+  /** Guest instructions executed during the run (v86's counter). */
+  readonly instructions: number;
 }
 
 /** The result of a {@link runDiskCompareBoot}. */
@@ -522,12 +565,16 @@ export async function runDiskCompareBoot(fixture: Fixture): Promise<DiskCompareR
       // Guest-visible time from /proc/uptime (10 ms resolution) around each run.
       steps.push(
         `sync; echo 3 > /proc/sys/vm/drop_caches; echo "MARK ${disk}-${op}"`,
+        // Requests the block layer completed (/sys/block/<dev>/stat: read + write I/Os).
+        `io0=$(awk '{print $1 + $5}' /sys/block/${dev}/stat)`,
         `t0=$(cut -d' ' -f1 /proc/uptime); ${cmd} 2>/tmp/dd.err; rc=$?; t1=$(cut -d' ' -f1 /proc/uptime)`,
-        `echo "MARK ${disk}-${op}-end"; echo "DD ${disk} ${op} $rc $t0 $t1"; sed 's/^/DDLOG /' /tmp/dd.err`,
+        `io1=$(awk '{print $1 + $5}' /sys/block/${dev}/stat)`,
+        `echo "MARK ${disk}-${op}-end"; echo "DD ${disk} ${op} $rc $t0 $t1 $((io1 - io0))"; sed 's/^/DDLOG /' /tmp/dd.err`,
       );
     }
   }
-  const marks = new Map<string, number>();
+  const marks = new Map<string, { exits: number; instr: number }>();
+  let instructions = (): number => 0;
   // v86's PIIX IDE function (00:1e.0): both legacy channels and its bus-master block (BAR4,
   // wherever firmware put it).
   const ideExits = (): number => {
@@ -550,34 +597,37 @@ export async function runDiskCompareBoot(fixture: Fixture): Promise<DiskCompareR
       pv = attachPvkit(e, options);
       cpu = e.v86.cpu;
       counter = new V86ExitCounter(cpu);
+      instructions = () => emulator.get_instruction_counter();
     },
     script: `${steps.join("\n")}\n`,
     onSerialLine: (line) => {
       const m = /^MARK (\S+)$/.exec(line);
       if (m === null || pv === undefined) return;
-      marks.set(
-        m[1]!,
-        m[1]!.startsWith("ide")
+      marks.set(m[1]!, {
+        exits: m[1]!.startsWith("ide")
           ? ideExits()
           : (pv.bus.stats().byDevice["virtio-blk.bar0"]?.exits ?? 0),
-      );
+        instr: instructions(),
+      });
     },
   });
   const runs: DdResult[] = [];
   for (const line of boot.scriptLines) {
-    const m = /^DD (ide|virtio-blk) (read|write) (\d+) ([\d.]+) ([\d.]+)$/.exec(line);
+    const m = /^DD (ide|virtio-blk) (read|write) (\d+) ([\d.]+) ([\d.]+) (\d+)$/.exec(line);
     if (m === null) continue;
     const disk = m[1] as "ide" | "virtio-blk";
     const op = m[2] as "read" | "write";
-    const a = marks.get(`${disk}-${op}`) ?? Number.NaN;
-    const b = marks.get(`${disk}-${op}-end`) ?? Number.NaN;
+    const a = marks.get(`${disk}-${op}`);
+    const b = marks.get(`${disk}-${op}-end`);
     runs.push({
       disk,
       op,
       status: Number(m[3]),
       bytes: DD_BYTES,
       seconds: Number(m[5]) - Number(m[4]),
-      exits: b - a,
+      requests: Number(m[6]),
+      exits: a === undefined || b === undefined ? Number.NaN : b.exits - a.exits,
+      instructions: a === undefined || b === undefined ? Number.NaN : (b.instr - a.instr) >>> 0,
     });
   }
   return { boot, runs };
@@ -597,8 +647,8 @@ export interface ComparisonTable {
 
 /**
  * The emulated-vs-paravirtual comparison as the guest saw it: `dd` on v86's IDE disk vs
- * pvkit's virtio-blk, and a ping flood over the RTL8139 vs virtio-net, with the exits the
- * host counted.
+ * pvkit's virtio-blk, and a TCP bulk transfer and a ping flood over the RTL8139 vs
+ * virtio-net, with the exits the host counted.
  */
 export function comparisonTables(disk: DiskCompareReport, net: NetBootReport): ComparisonTable[] {
   const mib = DD_BYTES / (1 << 20);
@@ -607,8 +657,10 @@ export function comparisonTables(disk: DiskCompareReport, net: NetBootReport): C
     r.op,
     r.seconds.toFixed(2),
     (mib / r.seconds).toFixed(1),
+    String(r.requests),
     String(r.exits),
-    (r.exits / mib).toFixed(1),
+    (r.exits / Math.max(1, r.requests)).toFixed(1),
+    (r.instructions / 1e6).toFixed(0),
   ]);
   for (const op of ["read", "write"] as const) {
     const ide = disk.runs.find((r) => r.disk === "ide" && r.op === op);
@@ -619,8 +671,10 @@ export function comparisonTables(disk: DiskCompareReport, net: NetBootReport): C
       op,
       `${(ide.seconds / pv.seconds).toFixed(2)}×`,
       "",
+      "",
       `${(ide.exits / Math.max(1, pv.exits)).toFixed(1)}×`,
       "",
+      `${(ide.instructions / pv.instructions).toFixed(2)}×`,
     ]);
   }
   const nicRow = (name: string, n: NicReport): string[] => {
@@ -631,18 +685,69 @@ export function comparisonTables(disk: DiskCompareReport, net: NetBootReport): C
       n.floodRttMs.toFixed(3),
       String(n.flood.exits),
       (n.flood.exits / Math.max(1, packets)).toFixed(2),
+      (n.flood.instructions / Math.max(1, packets) / 1000).toFixed(0),
     ];
   };
   const ratio = net.rtl8139.flood.exits / Math.max(1, net.virtio.flood.exits);
+  const bulkRow = (name: string, n: NicReport): string[] => [
+    name,
+    n.bulk.seconds.toFixed(2),
+    (n.bulk.bytes / (1 << 20) / n.bulk.seconds).toFixed(2),
+    String(n.bulk.txFrames),
+    String(n.bulk.exits),
+    (n.bulk.exits / Math.max(1, n.bulk.txFrames)).toFixed(2),
+    (n.bulk.instructions / Math.max(1, n.bulk.txFrames) / 1000).toFixed(0),
+  ];
   return [
     {
       title: `dd of ${mib} MiB in 64 KiB blocks, page cache dropped (guest time from /proc/uptime)`,
-      columns: ["disk", "op", "guest s", "MiB/s", "exits", "exits/MiB"],
+      columns: [
+        "disk",
+        "op",
+        "guest s",
+        "MiB/s",
+        "requests",
+        "exits",
+        "exits/request",
+        "guest Minstr",
+      ],
       rows: diskRows,
     },
     {
+      title: `TCP bulk transfer: ${BULK_BYTES >> 20} MiB from the guest (dd | nc) to the host's sink (guest time from /proc/uptime)`,
+      columns: [
+        "NIC (Linux driver)",
+        "guest s",
+        "MiB/s",
+        "frames sent",
+        "exits",
+        "exits/frame",
+        "guest kinstr/frame",
+      ],
+      rows: [
+        bulkRow("RTL8139 (8139too)", net.rtl8139),
+        bulkRow("virtio-net (virtio_net)", net.virtio),
+        [
+          "RTL8139 ÷ virtio-net",
+          `${(net.rtl8139.bulk.seconds / net.virtio.bulk.seconds).toFixed(2)}×`,
+          "",
+          "",
+          `${(net.rtl8139.bulk.exits / Math.max(1, net.virtio.bulk.exits)).toFixed(1)}×`,
+          "",
+          `${(net.rtl8139.bulk.instructions / net.virtio.bulk.instructions).toFixed(2)}×`,
+        ],
+      ],
+    },
+    {
       title: `ping flood: ${FLOOD.count} echo requests of ${FLOOD.size} bytes every ${FLOOD.interval * 1000} ms (guest-measured round trip)`,
-      columns: ["NIC (Linux driver)", "packets", "avg RTT ms", "exits", "exits/packet"],
+      columns: [
+        "NIC (Linux driver)",
+        "packets",
+        "avg RTT ms",
+        "exits",
+        "exits/packet",
+        "guest kinstr/packet",
+      ],
       rows: [
         nicRow("RTL8139 (8139too)", net.rtl8139),
         nicRow("virtio-net (virtio_net)", net.virtio),
@@ -652,6 +757,7 @@ export function comparisonTables(disk: DiskCompareReport, net: NetBootReport): C
           `${(net.rtl8139.floodRttMs / net.virtio.floodRttMs).toFixed(2)}×`,
           `${ratio.toFixed(1)}×`,
           "",
+          `${(net.rtl8139.flood.instructions / net.virtio.flood.instructions).toFixed(2)}×`,
         ],
       ],
     },

@@ -1,14 +1,24 @@
 /**
  * A host on the network with just enough IPv4 to be pinged and sent to: it answers ARP
- * requests for its address (RFC 826), answers ICMP echo requests (RFC 792), and counts
- * UDP datagrams sent to it (a sink for bulk-transfer measurements). It is what a guest's
- * `ping` and `nc -u` talk to in pvkit's end-to-end tests and benchmarks.
+ * requests for its address (RFC 826), answers ICMP echo requests (RFC 792), counts UDP
+ * datagrams sent to it, and accepts TCP connections on one port as a discard sink
+ * (RFC 9293, receiver side only: in-order data, immediate ACKs, a fixed 65535-byte window)
+ * for bulk-transfer measurements. It is what a guest's `ping` and `nc` talk to in pvkit's
+ * end-to-end tests and benchmarks.
  *
  * @module
  */
 
-import { ETH_HEADER_LEN, type NetBackend, parseMac } from "./backend.js";
-import { ETHERTYPE_IPV4, IPPROTO_UDP, onesComplementSum } from "./checksum.js";
+import { ETH_HEADER_LEN, NET_META_NEEDS_CSUM, type NetBackend, parseMac } from "./backend.js";
+import {
+  completeChecksum,
+  ETHERTYPE_IPV4,
+  fillTransportChecksum,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  onesComplementSum,
+  verifyTransportChecksum,
+} from "./checksum.js";
 
 /** EtherType of ARP. */
 export const ETHERTYPE_ARP = 0x0806;
@@ -21,6 +31,8 @@ export interface HostResponderOptions {
   readonly mac?: Uint8Array | string;
   /** Our IPv4 address, dotted quad. */
   readonly ip: string;
+  /** TCP port accepting connections as a discard sink (default 9, "discard"). */
+  readonly tcpSinkPort?: number;
 }
 
 /** Counters of a {@link HostResponder}. */
@@ -33,6 +45,12 @@ export interface HostResponderStats {
   udpDatagrams: number;
   /** UDP payload bytes addressed to us. */
   udpBytes: number;
+  /** TCP payload bytes received in order on the sink port. */
+  tcpBytes: number;
+  /** TCP connections the peer closed cleanly (FIN received and answered). */
+  tcpConnections: number;
+  /** TCP segments refused: bad checksum, closed port, no connection. */
+  tcpRefused: number;
   /** Frames not for us, or not understood. */
   ignored: number;
 }
@@ -81,9 +99,15 @@ export class HostResponder {
     echoReplies: 0,
     udpDatagrams: 0,
     udpBytes: 0,
+    tcpBytes: 0,
+    tcpConnections: 0,
+    tcpRefused: 0,
     ignored: 0,
   };
+  /** The TCP sink's port. */
+  readonly tcpSinkPort: number;
   private backend: NetBackend | null = null;
+  private readonly connections = new Map<string, TcpConnection>();
 
   /** @throws Error on an invalid MAC or IP address (host configuration) */
   constructor(options: HostResponderOptions) {
@@ -96,12 +120,27 @@ export class HostResponder {
     if (ip === null) throw new Error(`bad IPv4 address ${options.ip}`);
     this.mac = mac;
     this.ip = ip;
+    this.tcpSinkPort = options.tcpSinkPort ?? 9;
   }
 
-  /** Attaches to `backend`: frames it delivers are answered through it. */
+  /**
+   * Attaches to `backend`: frames it delivers are answered through it. A frame whose
+   * transport checksum is still partial (NEEDS_CSUM metadata from a NIC with checksum
+   * offload, virtio 1.2 §5.1.6.2) is completed first, as a receiving NIC would.
+   */
   attachTo(backend: NetBackend): void {
     this.backend = backend;
-    backend.attach({ receive: (frame) => this.receive(frame) });
+    backend.attach({
+      receive: (frame, meta) => {
+        if (meta !== null && meta.flags & NET_META_NEEDS_CSUM) {
+          const copy = frame.slice();
+          completeChecksum(copy, meta.csumStart, meta.csumOffset);
+          this.receive(copy);
+        } else {
+          this.receive(frame);
+        }
+      },
+    });
   }
 
   /** Handles one frame (also callable directly). */
@@ -169,6 +208,10 @@ export class HostResponder {
     }
     const l4 = ip + ihl;
     const proto = frame[ip + 9];
+    if (proto === IPPROTO_TCP && total >= ihl + 20) {
+      this.tcp(frame, l4, ip + total);
+      return;
+    }
     if (proto === IPPROTO_UDP && total >= ihl + 8) {
       this.stats.udpDatagrams++;
       this.stats.udpBytes += total - ihl - 8;
@@ -197,4 +240,135 @@ export class HostResponder {
     this.stats.echoReplies++;
     this.reply(out);
   }
+
+  private tcp(frame: Uint8Array, l4: number, end: number): void {
+    const stats = this.stats;
+    const off = (frame[l4 + 12]! >> 4) * 4;
+    if (off < 20 || l4 + off > end || verifyTransportChecksum(frame) !== true) {
+      stats.tcpRefused++;
+      return;
+    }
+    const srcPort = (frame[l4]! << 8) | frame[l4 + 1]!;
+    const dstPort = (frame[l4 + 2]! << 8) | frame[l4 + 3]!;
+    const seq = u32(frame, l4 + 4);
+    const ack = u32(frame, l4 + 8);
+    const flags = frame[l4 + 13]!;
+    const length = end - l4 - off;
+    const key = `${frame[ETH_HEADER_LEN + 12]}.${frame[ETH_HEADER_LEN + 13]}.${frame[ETH_HEADER_LEN + 14]}.${frame[ETH_HEADER_LEN + 15]}:${srcPort}>${dstPort}`;
+    const c = this.connections.get(key);
+    if (flags & TCP_RST) {
+      this.connections.delete(key);
+      return;
+    }
+    if (flags & TCP_SYN) {
+      if (dstPort !== this.tcpSinkPort || flags & TCP_ACK) {
+        stats.tcpRefused++;
+        this.tcpReply(frame, l4, TCP_RST | TCP_ACK, 0, (seq + 1) >>> 0);
+        return;
+      }
+      // A new connection (or a retransmitted SYN): SYN-ACK with MSS 1460.
+      const conn: TcpConnection = {
+        rcvNxt: (seq + 1) >>> 0,
+        sndNxt: (TCP_ISS + 1) >>> 0,
+        finSent: false,
+      };
+      this.connections.set(key, conn);
+      this.tcpReply(frame, l4, TCP_SYN | TCP_ACK, TCP_ISS, conn.rcvNxt, TCP_MSS_OPTION);
+      return;
+    }
+    if (c === undefined) {
+      stats.tcpRefused++;
+      if (flags & TCP_ACK) this.tcpReply(frame, l4, TCP_RST, ack, 0);
+      return;
+    }
+    if (length > 0 || flags & TCP_FIN) {
+      if (seq === c.rcvNxt) {
+        c.rcvNxt = (c.rcvNxt + length) >>> 0;
+        stats.tcpBytes += length;
+        if (flags & TCP_FIN && !c.finSent) {
+          // The peer is done: acknowledge its FIN and close our side at once.
+          c.rcvNxt = (c.rcvNxt + 1) >>> 0;
+          c.finSent = true;
+          stats.tcpConnections++;
+          this.tcpReply(frame, l4, TCP_FIN | TCP_ACK, c.sndNxt, c.rcvNxt);
+          c.sndNxt = (c.sndNxt + 1) >>> 0;
+          return;
+        }
+      }
+      // In order or not, say what we expect next (a duplicate ACK asks for a retransmit).
+      this.tcpReply(frame, l4, TCP_ACK, c.sndNxt, c.rcvNxt);
+      return;
+    }
+    if (c.finSent && flags & TCP_ACK && ack === c.sndNxt) this.connections.delete(key);
+  }
+
+  /** Sends a segment back to the sender of `req` (no payload). */
+  private tcpReply(
+    req: Uint8Array,
+    l4: number,
+    flags: number,
+    seq: number,
+    ack: number,
+    options: readonly number[] = [],
+  ): void {
+    const ip = ETH_HEADER_LEN;
+    const tcpLen = 20 + options.length;
+    const total = 20 + tcpLen;
+    const out = new Uint8Array(Math.max(60, ip + total));
+    out.set(req.subarray(6, 12), 0);
+    out.set(this.mac, 6);
+    out[12] = 0x08;
+    out[14] = 0x45;
+    out[16] = total >> 8;
+    out[17] = total & 0xff;
+    out[20] = 0x40; // don't fragment
+    out[22] = 64; // TTL
+    out[23] = IPPROTO_TCP;
+    out.set(this.ip, ip + 12);
+    out.set(req.subarray(ip + 12, ip + 16), ip + 16);
+    const ipSum = ~onesComplementSum(out, ip, ip + 20) & 0xffff;
+    out[ip + 10] = ipSum >> 8;
+    out[ip + 11] = ipSum & 0xff;
+    const t = ip + 20;
+    out.set(req.subarray(l4 + 2, l4 + 4), t); // our port: the one they sent to
+    out.set(req.subarray(l4, l4 + 2), t + 2);
+    setU32(out, t + 4, seq);
+    setU32(out, t + 8, ack);
+    out[t + 12] = (tcpLen / 4) << 4;
+    out[t + 13] = flags;
+    out[t + 14] = 0xff; // window 65535
+    out[t + 15] = 0xff;
+    out.set(options, t + 20);
+    fillTransportChecksum(out);
+    this.backend?.send(out, null);
+  }
+}
+
+interface TcpConnection {
+  /** Next sequence number expected from the peer. */
+  rcvNxt: number;
+  /** Our next sequence number. */
+  sndNxt: number;
+  /** Whether we answered the peer's FIN with ours. */
+  finSent: boolean;
+}
+
+const TCP_FIN = 0x01;
+const TCP_SYN = 0x02;
+const TCP_RST = 0x04;
+const TCP_ACK = 0x10;
+/** Our initial sequence number (fixed: the sink never sends data). */
+const TCP_ISS = 0x5056_0000;
+/** The MSS option (RFC 9293 §3.7.1): 1460 bytes, for a 1500-byte MTU. */
+const TCP_MSS_OPTION = [2, 4, 0x05, 0xb4] as const;
+
+function u32(b: Uint8Array, at: number): number {
+  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
+}
+
+function setU32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = (v >>> 16) & 0xff;
+  b[at + 2] = (v >>> 8) & 0xff;
+  b[at + 3] = v & 0xff;
 }
