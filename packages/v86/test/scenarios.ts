@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Rtl8139 } from "@pvkit/emulated-rtl8139";
-import { EthernetSwitch, HostResponder, PcapWriter } from "@pvkit/platform";
+import { EthernetSwitch, HostResponder } from "@pvkit/platform";
 import { PcapFileWriter } from "@pvkit/platform/node";
 import { type BlockBackend, MemoryDisk, VirtioBlkDevice, VirtioBlkType } from "@pvkit/virtio-blk";
 import { FileDisk } from "@pvkit/virtio-blk/node";

@@ -161,7 +161,6 @@ export class VirtioBlkDriver {
   /** Counters. */
   readonly stats = { submitted: 0, completed: 0, interrupts: 0, kicks: 0, backlogged: 0 };
 
-  private readonly slots: number; // guest address of the header/status slots
   private readonly slotView: DataView;
   private readonly dirty: Uint8Array;
   private readonly freeSlots: number[] = [];
@@ -185,7 +184,6 @@ export class VirtioBlkDriver {
   ) {
     this.features = features;
     this.info = info;
-    this.slots = slots;
     const area = memory.slice(slots, slotCount * SLOT_BYTES);
     if (!(area instanceof Uint8Array)) throw new Error(area.message);
     this.slotView = new DataView(area.buffer, area.byteOffset, area.byteLength);
