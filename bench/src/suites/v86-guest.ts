@@ -70,7 +70,8 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
         "The flood is paced (-i 5 ms: busybox ping hangs with -i 0), so packets/s is the same for both NICs; the round trip and the exits per packet are what differ.",
         "Guest times have /proc/uptime's 10 ms resolution and runs are short: the MiB/s columns vary by tens of percent between runs. The exits and instruction counts barely move.",
         "An exit in v86 is a JavaScript call, not a hardware VM exit: far cheaper relative to the emulated CPU, so 11–25× fewer exits show as 2–6× faster dd but not as faster networking.",
-        "The TCP transfer is idle-bound: the guest executes only 20–35 million instructions per second during it (v86 runs hundreds when busy), and both drivers spend 26–30 thousand instructions per frame. virtio-net nevertheless took longer than the RTL8139 in every run; the extra time is guest idle time, not yet explained: EVENT_IDX on or off, PIC or IO-APIC, and virtio_net with napi_tx=0 (ruling out TCP Small Queues) changed nothing.",
+        "Every device gets an untimed warm-up pass first: v86's JIT compiles the guest's paths on first use (1 MiB over TCP took 2.9 s cold, 1.25 s warm), which favoured whichever device was measured second.",
+        "The TCP transfer stays idle-bound after warm-up: the guest executes only 25–35 million instructions per second during it, and both drivers spend 26–30 thousand instructions per frame. virtio-net still took 1.2–1.4× longer than the RTL8139 and had a longer ping round trip; the extra time is guest idle time, not yet explained: EVENT_IDX on or off, PIC or IO-APIC, the notify register in an I/O or a memory BAR, and virtio_net with napi_tx=0 (ruling out TCP Small Queues) changed nothing.",
       ],
       data: {
         disk: disk.runs,
