@@ -90,6 +90,6 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
 export const v86GuestSuite: Suite = {
   name: "v86-guest",
   summary:
-    "Linux in v86: dd on IDE vs virtio-blk, ping flood on RTL8139 vs virtio-net (boots twice)",
+    "Linux in v86: dd on IDE vs virtio-blk, TCP transfer and ping flood on RTL8139 vs virtio-net (boots twice)",
   run,
 };
