@@ -4,6 +4,7 @@
  * 8139too-like guest driver.
  *
  * @packageDocumentation
+ * @module @pvkit/emulated-rtl8139
  */
 
 export { etherCrc, ethernetFcs, multicastHashBit } from "./crc.js";

@@ -2,6 +2,7 @@
  * `@pvkit/hypercall`: a Xen-style paravirtual interface and its emulated counterparts.
  *
  * @packageDocumentation
+ * @module @pvkit/hypercall
  */
 
 export * from "./abi.js";

@@ -4,6 +4,7 @@
  * shares (Node-only back-ends are in `@pvkit/platform/node`).
  *
  * @packageDocumentation
+ * @module @pvkit/platform
  */
 
 export {

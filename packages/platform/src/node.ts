@@ -3,6 +3,7 @@
  * (QEMU `-netdev dgram` compatible) and a pcap file writer.
  *
  * @packageDocumentation
+ * @module @pvkit/platform/node
  */
 
 export { PcapFileWriter } from "./net/pcap-file.js";

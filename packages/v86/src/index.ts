@@ -5,6 +5,7 @@
  * No Node-only imports: it runs in browsers too.
  *
  * @packageDocumentation
+ * @module @pvkit/v86
  */
 
 export {

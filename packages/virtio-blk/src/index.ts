@@ -3,6 +3,7 @@
  * `FileDisk` (Node-only) is exported from `@pvkit/virtio-blk/node`.
  *
  * @packageDocumentation
+ * @module @pvkit/virtio-blk
  */
 
 export {

@@ -3,6 +3,7 @@
  * the device-status state machine and the virtio transports.
  *
  * @packageDocumentation
+ * @module @pvkit/virtio-core
  */
 
 export {

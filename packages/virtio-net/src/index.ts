@@ -3,6 +3,7 @@
  * of `@pvkit/platform`, and its guest driver.
  *
  * @packageDocumentation
+ * @module @pvkit/virtio-net
  */
 
 export {

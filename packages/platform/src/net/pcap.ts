@@ -91,7 +91,7 @@ export class PcapWriter {
     this.frames++;
   }
 
-  /** A {@link SwitchTap}-shaped function writing every frame it is given. */
+  /** A {@link @pvkit/platform!SwitchTap}-shaped function writing every frame it is given. */
   tap(): (frame: Uint8Array) => void {
     return (frame) => this.write(frame);
   }

@@ -4,6 +4,7 @@
  * any device behind virtio-mmio or virtio-pci.
  *
  * @packageDocumentation
+ * @module @pvkit/virtio-core/testing
  */
 
 export {
