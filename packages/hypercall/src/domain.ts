@@ -1,7 +1,14 @@
 /**
  * `Domain` and `Vcpu`: what the hypervisor keeps per guest and per virtual CPU — the
  * pseudo-physical→machine map, the shared-info page, event-channel ports, timers, the
- * current base pointer (CR3) and the TLB.
+ * current base pointer (CR3) and the TLB (Xen's `struct domain` / `struct vcpu`,
+ * xen/include/xen/sched.h).
+ *
+ * This file sits below the hypervisor: it depends on no hypercall family, on neither the PV MMU
+ * nor the dispatcher, and of its owner it uses only `machineView` and `identityResolver` (for
+ * the page walk of {@link Vcpu.translate}). Its one reference to `hypervisor.ts` is the
+ * `import type` that names the public {@link Domain.hypervisor} property; it is erased at
+ * runtime (test/import-graph.test.ts allows exactly that edge).
  *
  * @module
  */

@@ -1,154 +1,123 @@
 /**
- * The `Hypervisor`: machine memory and its frame table, domains, the hypercall dispatcher,
- * event channels (2-level ABI), PV timers and pvclock publication. Every hypercall returns
- * a number (`>= 0` or `-errno`, reference §1.3); nothing is thrown into the caller.
+ * The `Hypervisor`: machine memory and its frame table, domains, the helpers every hypercall
+ * family shares, and the dispatcher — a table indexed by hypercall number, as Xen's
+ * `pv_hypercall_table` / `hvm_hypercall_table` (generated from xen/include/hypercall-defs.c;
+ * reference §1.1). Every hypercall returns a number (`>= 0` or `-errno`, reference §1.3);
+ * nothing is thrown into the caller.
+ *
+ * The families live one per file under `hv/`, as Xen splits them:
+ *
+ * - `hv/mm.ts` (→ `pv-mm.ts`): `mmu_update`, `mmuext_op`, `update_va_mapping` —
+ *   xen/arch/x86/mm.c;
+ * - `hv/time.ts`: `set_timer_op`, `vcpu_op`, pvclock, timer expiry — xen/common/sched/core.c,
+ *   xen/common/domain.c, xen/common/timer.c, xen/arch/x86/time.c;
+ * - `hv/event-channel.ts`: `event_channel_op`, set pending, upcall, VIRQs —
+ *   xen/common/event_channel.c, xen/common/event_2l.c;
+ * - `hv/multicall.ts`: `multicall` — xen/common/multicall.c;
+ * - `hv/sched.ts`: `sched_op` — xen/common/sched/core.c;
+ * - `hv/console.ts`: `console_io` — xen/drivers/char/console.c;
+ * - `hv/version.ts`: `xen_version` — xen/common/kernel.c;
+ * - `hv/iret.ts`: `iret` — xen/arch/x86/pv/iret.c.
+ *
+ * The families see the hypervisor through {@link HypercallContext} (`hv/hypercall.ts`), the PV
+ * MMU through {@link HypervisorCore} (`hv/core.ts`); neither imports this file, and the only
+ * reference back to it from below is the `import type` in `domain.ts` that names the public
+ * `Domain.hypervisor` property (test/import-graph.test.ts guards this).
  *
  * @module
  */
 
 import { GuestMemory } from "@pvkit/platform";
 import {
-  CONSOLEIO_read,
-  CONSOLEIO_write,
-  DOMID_SELF,
   DOMID_XEN,
   EVTCHN_2L_NR_CHANNELS,
-  EVTCHNOP_alloc_unbound,
-  EVTCHNOP_bind_interdomain,
-  EVTCHNOP_bind_ipi,
-  EVTCHNOP_bind_virq,
-  EVTCHNOP_close,
-  EVTCHNOP_send,
-  EVTCHNOP_unmask,
-  EvtchnAllocUnboundLayout,
-  EvtchnBindInterdomainLayout,
-  EvtchnBindIpiLayout,
-  EvtchnBindVirqLayout,
   Hypercall,
-  IretContextLayout,
-  MulticallEntryLayout,
   NR_HYPERCALLS,
-  NR_VIRQS,
   PAGE_SIZE,
-  PERIODIC_TIMER_MIN_NS,
   PGT_writable_page,
-  SCHEDOP_block,
-  SCHEDOP_shutdown,
-  SCHEDOP_yield,
-  SET_TIMER_OP_FALLBACK_NS,
-  SET_TIMER_OP_MAX_AHEAD_NS,
-  SharedInfoLayout,
-  VCPUOP_is_up,
-  VCPUOP_set_periodic_timer,
-  VCPUOP_set_singleshot_timer,
-  VCPUOP_stop_periodic_timer,
-  VCPUOP_stop_singleshot_timer,
   VcpuInfoLayout,
-  VcpuSetSingleshotTimerLayout,
-  VIRQ_DEBUG,
-  VIRQ_TIMER,
-  VIRQ_XENOPROF,
-  VIRQ_XENPMU,
-  XEN_CAPABILITIES_INFO_LEN,
-  XEN_CHANGESET_INFO_LEN,
-  XEN_EXTRAVERSION_LEN,
-  XEN_PVCLOCK_TSC_STABLE_BIT,
-  XEN_VERSION_MAJOR,
-  XEN_VERSION_MINOR,
-  XENFEAT_writable_page_tables,
-  XENVER_capabilities,
-  XENVER_changeset,
-  XENVER_extraversion,
-  XENVER_get_features,
-  XENVER_pagesize,
-  XENVER_platform_parameters,
-  XENVER_version,
-  XenFeatureInfoLayout,
 } from "./abi.js";
 import {
   type Clock,
   ManualClock,
-  nsToTsc,
   type PvClockScale,
   PvClockWriter,
   pvclockScale,
 } from "./clock.js";
-import {
-  Domain,
-  type DomainConfig,
-  ECS_FREE,
-  ECS_INTERDOMAIN,
-  ECS_IPI,
-  ECS_UNBOUND,
-  ECS_VIRQ,
-  type Vcpu,
-} from "./domain.js";
+import { Domain, type DomainConfig, type Vcpu } from "./domain.js";
 import { XenErrno } from "./errors.js";
 import { FRAME_SPECIAL, FRAME_VALIDATED, PageTypeTable } from "./frames.js";
+import { doConsoleIo } from "./hv/console.js";
+import type { HypervisorOptions, ResolvedHypervisorOptions } from "./hv/core.js";
+import {
+  deliverEventUpcall,
+  doEventChannelOp,
+  evtchnSetPending,
+  sendGuestVcpuVirq,
+} from "./hv/event-channel.js";
+import type { HypercallContext, HypercallHandler } from "./hv/hypercall.js";
+import { doIret } from "./hv/iret.js";
+import { doMmuextOp, doMmuUpdate, doUpdateVaMapping } from "./hv/mm.js";
+import { doMulticall } from "./hv/multicall.js";
+import { doSchedOp } from "./hv/sched.js";
+import {
+  doSetTimerOp,
+  doVcpuOp,
+  fireDueTimers,
+  nextTimerDeadline,
+  publishDomainTime,
+  readTsc,
+  runTimersUntil,
+} from "./hv/time.js";
+import { doXenVersion } from "./hv/version.js";
 import type { FrameResolver } from "./paging.js";
 import { PvMm } from "./pv-mm.js";
 
-const EINVAL = -XenErrno.EINVAL;
+export { TIME_CALIBRATION_NS } from "./hv/time.js";
+
 const EPERM = -XenErrno.EPERM;
-const EFAULT = -XenErrno.EFAULT;
-const ESRCH = -XenErrno.ESRCH;
 const ENOSYS = -XenErrno.ENOSYS;
-const ENOENT = -XenErrno.ENOENT;
-const EEXIST = -XenErrno.EEXIST;
-const ENOSPC = -XenErrno.ENOSPC;
 const ERESTART = -XenErrno.ERESTART;
 
 /**
- * Xen re-publishes `vcpu_time_info` at least this often (time calibration `EPOCH`, 1 s in
- * xen/arch/x86/time.c), bounding the drift of the 32-bit TSC scale.
+ * The implemented hypercalls: number, handler, and whether HVM guests may make it (the
+ * PV-only ones are marked so in xen/include/hypercall-defs.c; reference §1.1).
  */
-export const TIME_CALIBRATION_NS = 1_000_000_000;
+const HYPERCALLS: readonly (readonly [op: number, handler: HypercallHandler, hvm: boolean])[] = [
+  [Hypercall.mmu_update, doMmuUpdate, false],
+  [Hypercall.multicall, doMulticall, true],
+  [Hypercall.update_va_mapping, doUpdateVaMapping, false],
+  [Hypercall.set_timer_op, doSetTimerOp, true],
+  [Hypercall.xen_version, doXenVersion, true],
+  [Hypercall.console_io, doConsoleIo, true],
+  [Hypercall.iret, doIret, false],
+  [Hypercall.vcpu_op, doVcpuOp, true],
+  [Hypercall.mmuext_op, doMmuextOp, false],
+  [Hypercall.sched_op, doSchedOp, true],
+  [Hypercall.event_channel_op, doEventChannelOp, true],
+];
 
-/** Options of a {@link Hypervisor}. */
-export interface HypervisorOptions {
-  /** Machine memory in 4 KiB frames (default 16384 = 64 MiB). */
-  readonly machinePages?: number;
-  /** Back machine memory with a `SharedArrayBuffer` (default false). */
-  readonly shared?: boolean;
-  /** Time source (default a {@link ManualClock} at 0). */
-  readonly clock?: Clock;
-  /** TSC frequency in kHz (default 2 500 000 = 2.5 GHz). */
-  readonly tscKhz?: number;
-  /** `pv-linear-pt` (default true, as in Xen). */
-  readonly linearPageTables?: boolean;
-  /**
-   * Refuse `MMUEXT_NEW_BASEPTR` unless the frame is a pinned, validated L4 (default true).
-   * With false, Xen's own behaviour: the base pointer's L4 is validated on demand.
-   */
-  readonly strictBasePtr?: boolean;
-  /** Preempt long batches after this many elements per invocation (default: never). */
-  readonly preemptAfter?: number;
-  /** TLB entries per vCPU (default 1024). */
-  readonly tlbEntries?: number;
-  /** Event-channel ports per domain (default and maximum 4096, the 2-level ABI). */
-  readonly maxPorts?: number;
-  /** Console bytes kept per domain (default 65536). */
-  readonly consoleLimit?: number;
+/**
+ * A dense table of {@link NR_HYPERCALLS} slots (null = `-ENOSYS`) for one guest type.
+ *
+ * @param hvm - build the HVM table (PV-only hypercalls left out)
+ */
+function hypercallTable(hvm: boolean): readonly (HypercallHandler | null)[] {
+  const table: (HypercallHandler | null)[] = [];
+  for (let op = 0; op < NR_HYPERCALLS; op++) table.push(null);
+  for (const [op, handler, forHvm] of HYPERCALLS) if (forHvm || !hvm) table[op] = handler;
+  return table;
 }
 
-/** Resolved options. */
-export interface ResolvedHypervisorOptions {
-  /** See {@link HypervisorOptions.machinePages}. */
-  readonly machinePages: number;
-  /** See {@link HypervisorOptions.tscKhz}. */
-  readonly tscKhz: number;
-  /** See {@link HypervisorOptions.linearPageTables}. */
-  readonly linearPageTables: boolean;
-  /** See {@link HypervisorOptions.strictBasePtr}. */
-  readonly strictBasePtr: boolean;
-  /** See {@link HypervisorOptions.preemptAfter}. */
-  readonly preemptAfter: number;
-  /** See {@link HypervisorOptions.tlbEntries}. */
-  readonly tlbEntries: number;
-  /** See {@link HypervisorOptions.maxPorts}. */
-  readonly maxPorts: number;
-  /** See {@link HypervisorOptions.consoleLimit}. */
-  readonly consoleLimit: number;
+/** `pv_hypercall_table`. */
+const PV_HYPERCALLS = hypercallTable(false);
+/** `hvm_hypercall_table`. */
+const HVM_HYPERCALLS = hypercallTable(true);
+
+/** Xen's name of a hypercall number (for refusal messages), or the number. */
+function hypercallName(op: number): string {
+  for (const [name, n] of Object.entries(Hypercall)) if (n === op) return name;
+  return `hypercall ${op}`;
 }
 
 /**
@@ -162,7 +131,7 @@ export interface ResolvedHypervisorOptions {
  * port.call(Hypercall.xen_version, XENVER_version, 0); // (4 << 16) | 20
  * ```
  */
-export class Hypervisor {
+export class Hypervisor implements HypercallContext {
   /** Machine memory (host RAM). */
   readonly memory: GuestMemory;
   /** Little-endian view of machine memory. */
@@ -192,11 +161,19 @@ export class Hypervisor {
   /** Resolves an entry's frame as a machine frame (PV tables hold machine frames). */
   readonly identityResolver: FrameResolver;
 
-  private readonly domains: (Domain | null)[] = [];
+  private readonly slots: (Domain | null)[] = [];
+  private readonly writers = new Map<Vcpu, PvClockWriter>();
   private readonly freeFrames: number[] = [];
-  private readonly scratch = new Uint32Array(2);
-  private readonly clockWriters = new Map<Vcpu, PvClockWriter>();
-  private lastTimePublish = 0;
+
+  /**
+   * Every domain, indexed by id (null for a destroyed one); for the hypercall families (the
+   * timer scan). Use {@link allDomains} or {@link domainById} otherwise.
+   */
+  readonly domains: readonly (Domain | null)[] = this.slots;
+  /** The `vcpu_time_info` writer of each vCPU (for `hv/time.ts`). */
+  readonly clockWriters: ReadonlyMap<Vcpu, PvClockWriter> = this.writers;
+  /** Clock time of the last `vcpu_time_info` publication, ns (kept by `hv/time.ts`). */
+  lastTimePublish = 0;
 
   /** @param options - see {@link HypervisorOptions} */
   constructor(options: HypervisorOptions = {}) {
@@ -263,7 +240,7 @@ export class Hypervisor {
     if (!(pages > 0) || pages + 1 > this.freeFrames.length) {
       throw new Error(`cannot give ${config.pages} pages: ${this.freeFrames.length} frames free`);
     }
-    const id = this.domains.length;
+    const id = this.slots.length;
     const p2m = new Int32Array(pages);
     for (let pfn = 0; pfn < pages; pfn++) {
       const mfn = this.allocFrame(id);
@@ -275,13 +252,13 @@ export class Hypervisor {
     this.frames.type[si] = PGT_writable_page;
     this.frames.typeCount[si] = 1;
     const d = new Domain(this, id, config, p2m, si, this.options.tlbEntries, this.options.maxPorts);
-    this.domains.push(d);
+    this.slots.push(d);
     for (const v of d.vcpus) {
       this.machineBytes[v.vcpuInfoMa + VcpuInfoLayout.evtchn_upcall_mask] = 1;
       const w = new PvClockWriter(this.machineWords, v.vcpuInfoMa + VcpuInfoLayout.time);
-      this.clockWriters.set(v, w);
+      this.writers.set(v, w);
     }
-    this.updateTime(d);
+    publishDomainTime(this, d);
     return d;
   }
 
@@ -292,12 +269,12 @@ export class Hypervisor {
    * @returns the domain or null
    */
   domainById(id: number): Domain | null {
-    return this.domains[id] ?? null;
+    return this.slots[id] ?? null;
   }
 
   /** Every domain. */
   get allDomains(): readonly Domain[] {
-    return this.domains.filter((d): d is Domain => d !== null);
+    return this.slots.filter((d): d is Domain => d !== null);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -318,7 +295,7 @@ export class Hypervisor {
 
   /** Flushes every vCPU's TLB of every domain. */
   flushAllTlbs(): void {
-    for (const d of this.domains) if (d) for (const v of d.vcpus) v.tlb.flushAll();
+    for (const d of this.slots) if (d) for (const v of d.vcpus) v.tlb.flushAll();
   }
 
   /** Flushes the TLBs of a domain's vCPUs. */
@@ -417,15 +394,6 @@ export class Hypervisor {
     return true;
   }
 
-  private writeGuestString(d: Domain, gpa: number, text: string, size: number): number {
-    if (!this.guestRangeOk(d, gpa, size)) return EFAULT;
-    for (let i = 0; i < size; i++) {
-      const c = i < text.length ? text.charCodeAt(i) & 0x7f : 0;
-      this.machineBytes[d.gpaToMa(gpa + i)] = c;
-    }
-    return 0;
-  }
-
   // ---------------------------------------------------------------------------------------
   // Registers
 
@@ -457,11 +425,13 @@ export class Hypervisor {
   }
 
   // ---------------------------------------------------------------------------------------
-  // Dispatch
+  // Dispatch (the families are in hv/*.ts)
 
   /**
    * Handles one hypercall of `v` with its arguments already in `v.regs` (the port does
-   * that). Returns `-ERESTART` when preempted: the registers then hold the continuation.
+   * that): counts it, refuses it from user mode (`_pv_hypercall`), dispatches, and delivers a
+   * pending event upcall on the way out. Returns `-ERESTART` when preempted: the registers
+   * then hold the continuation (reference §1.4).
    *
    * @param v - the calling vCPU
    * @param op - hypercall number
@@ -475,199 +445,44 @@ export class Hypervisor {
       return this.fail(EPERM, `d${v.domain.id}v${v.id} hypercall ${op} from user mode`);
     }
     const rc = this.dispatch(v, op);
-    if (rc !== ERESTART) this.deliverUpcall(v);
-    return rc;
-  }
-
-  private dispatch(v: Vcpu, op: number): number {
-    const d = v.domain;
-    const pv = d.kind === "pv";
-    const r = v.regs;
-    switch (op) {
-      case Hypercall.mmu_update:
-        return pv ? this.mm.mmuUpdate(v) : this.fail(ENOSYS, "mmu_update is PV-only");
-      case Hypercall.mmuext_op:
-        return pv ? this.mm.mmuextOp(v) : this.fail(ENOSYS, "mmuext_op is PV-only");
-      case Hypercall.update_va_mapping:
-        if (!pv) return this.fail(ENOSYS, "update_va_mapping is PV-only");
-        return this.mm.updateVaMapping(v, this.regNum(v, 0), r[2]!, r[3]!, this.regNum(v, 2));
-      case Hypercall.set_timer_op:
-        return this.setTimerOp(v, this.regNum(v, 0));
-      case Hypercall.vcpu_op:
-        return this.vcpuOp(v, r[0]! | 0, r[2]!, this.regNum(v, 2));
-      case Hypercall.multicall:
-        return this.multicall(v, this.regNum(v, 0), this.regNum(v, 1));
-      case Hypercall.event_channel_op:
-        return this.eventChannelOp(v, r[0]! | 0, this.regNum(v, 1));
-      case Hypercall.console_io:
-        return this.consoleIo(v, r[0]! | 0, r[2]!, this.regNum(v, 2));
-      case Hypercall.sched_op:
-        return this.schedOp(v, r[0]! | 0, this.regNum(v, 1));
-      case Hypercall.xen_version:
-        return this.xenVersion(v, r[0]! | 0, this.regNum(v, 1));
-      case Hypercall.iret:
-        return pv ? this.iret(v, this.regNum(v, 0)) : this.fail(ENOSYS, "iret is PV-only");
-      default:
-        return this.fail(ENOSYS, `hypercall ${op} is not implemented`);
-    }
-  }
-
-  /**
-   * `HYPERVISOR_multicall(call_list, nr_calls)`: each entry's result goes into its own
-   * `result` field, a failing entry does not stop the batch, nested multicall is refused,
-   * an `iret` entry ends it (XSA-213). Reference §5.1.
-   */
-  private multicall(v: Vcpu, list: number, nr: number): number {
-    const d = v.domain;
-    if (v.inMulticall) return this.fail(EINVAL, "multicall reentry is disallowed");
-    if (!(nr >= 0) || !this.guestRangeOk(d, list, nr * MulticallEntryLayout.size)) {
-      return this.fail(EFAULT, `multicall list 0x${list.toString(16)} × ${nr} is not guest memory`);
-    }
-    v.inMulticall = true;
-    const tmp = this.scratch;
-    let rc = 0;
-    for (let i = 0; i < nr; i++) {
-      const at = list + i * MulticallEntryLayout.size;
-      if (i > 0 && this.preemptCheck(v)) {
-        this.setRegNum(v, 0, at);
-        this.setRegNum(v, 1, nr - i);
-        v.inMulticall = false;
-        return ERESTART;
-      }
-      if (this.readGuestU64(d, at + MulticallEntryLayout.op, tmp) < 0) {
-        rc = EFAULT;
-        break;
-      }
-      const op = tmp[1] === 0 ? tmp[0]! : -1;
-      for (let a = 0; a < 5; a++) {
-        this.readGuestU64(d, at + MulticallEntryLayout.args + a * 8, tmp);
-        v.regs[2 * a] = tmp[0]!;
-        v.regs[2 * a + 1] = tmp[1]!;
-      }
-      const saved = v.work;
-      const result = this.dispatch(v, op);
-      v.work = saved + 1;
-      if (result === ERESTART) {
-        // A preempted sub-call: its continuation arguments go back into the entry.
-        for (let a = 0; a < 5; a++) {
-          this.writeGuestU64(
-            d,
-            at + MulticallEntryLayout.args + a * 8,
-            v.regs[2 * a]!,
-            v.regs[2 * a + 1]!,
-          );
-        }
-        this.setRegNum(v, 0, at);
-        this.setRegNum(v, 1, nr - i);
-        v.inMulticall = false;
-        return ERESTART;
-      }
-      this.writeGuestU64(
-        d,
-        at + MulticallEntryLayout.result,
-        result >>> 0,
-        result < 0 ? 0xffff_ffff : 0,
-      );
-      if (op === Hypercall.iret || !v.kernelMode) {
-        // XSA-213: an iret (or any return to user mode) ends the batch.
-        rc = result;
-        break;
-      }
-    }
-    v.inMulticall = false;
+    if (rc !== ERESTART) deliverEventUpcall(this, v);
     return rc;
   }
 
   /**
-   * `HYPERVISOR_iret`: returns to the context described by an `iret_context`. In this model
-   * the frame's guest-physical address is the first argument (Xen reads it from the stack).
-   * An RPL-3 `cs` switches the vCPU to user mode.
+   * Runs the handler of hypercall `op` from the table of the caller's guest type (PV or HVM);
+   * an unknown number, or a PV-only hypercall from an HVM guest, is `-ENOSYS`. No user-mode
+   * check, no counting, no upcall: `multicall` runs its entries through this.
+   *
+   * @param v - the calling vCPU
+   * @param op - hypercall number
+   * @returns the result (`>= 0`, `-errno`, or `-ERESTART` with a continuation in `v.regs`)
    */
-  private iret(v: Vcpu, ctx: number): number {
-    const cs = this.readGuestU32(v.domain, ctx + IretContextLayout.cs);
-    if (cs < 0) return this.fail(EFAULT, "iret frame is not guest memory");
-    if ((cs & 3) === 3) v.kernelMode = false;
-    return 0;
+  dispatch(v: Vcpu, op: number): number {
+    const table = v.domain.kind === "pv" ? PV_HYPERCALLS : HVM_HYPERCALLS;
+    const handler = op >= 0 && op < NR_HYPERCALLS ? table[op] : undefined;
+    if (handler) return handler(this, v);
+    if (op >= 0 && op < NR_HYPERCALLS && PV_HYPERCALLS[op]) {
+      return this.fail(ENOSYS, `${hypercallName(op)} is PV-only`);
+    }
+    return this.fail(ENOSYS, `hypercall ${op} is not implemented`);
   }
 
   // ---------------------------------------------------------------------------------------
-  // Time
+  // Time (hv/time.ts)
 
   /** The TSC the guest reads with RDTSC (no exit for a PV guest with a stable TSC). */
   rdtsc(): number {
-    return nsToTsc(this.clock.nowNs(), this.options.tscKhz);
-  }
-
-  /** Publishes `vcpu_time_info` for every vCPU of a domain (version protocol, reference §4.1). */
-  updateTime(d: Domain): void {
-    const now = this.clock.nowNs();
-    this.lastTimePublish = now;
-    const tsc = nsToTsc(now, this.options.tscKhz);
-    for (const v of d.vcpus) {
-      this.clockWriters.get(v)?.publish(tsc, now, this.timeScale, XEN_PVCLOCK_TSC_STABLE_BIT);
-    }
+    return readTsc(this);
   }
 
   /**
-   * `HYPERVISOR_set_timer_op(timeout)`: absolute ns; 0 cancels; negative or ≥ 2^50 ns
-   * ahead is a guest bug and becomes NOW() + 100 ms (xen/common/sched/core.c).
+   * Publishes `vcpu_time_info` for every vCPU of a domain (version protocol, reference §4.1).
+   *
+   * @param d - the domain
    */
-  private setTimerOp(v: Vcpu, timeout: number): number {
-    if (timeout === 0) {
-      v.singleshotDeadline = -1;
-      return 0;
-    }
-    const now = this.clock.nowNs();
-    if (!(timeout > 0) || timeout - now >= SET_TIMER_OP_MAX_AHEAD_NS) {
-      v.singleshotDeadline = now + SET_TIMER_OP_FALLBACK_NS;
-    } else {
-      v.singleshotDeadline = timeout;
-    }
-    return 0;
-  }
-
-  /** `HYPERVISOR_vcpu_op(cmd, vcpuid, arg)`: the timer sub-commands (vcpu.h). */
-  private vcpuOp(v: Vcpu, cmd: number, vcpuid: number, arg: number): number {
-    const d = v.domain;
-    const target = d.vcpus[vcpuid];
-    if (target === undefined) return this.fail(ENOENT, `vcpu_op on missing vCPU ${vcpuid}`);
-    const tmp = this.scratch;
-    switch (cmd) {
-      case VCPUOP_set_periodic_timer: {
-        if (this.readGuestU64(d, arg, tmp) < 0) return EFAULT;
-        if (tmp[1]! >= 0x8000_0000) return this.fail(EINVAL, "period > STIME_DELTA_MAX");
-        const period = Math.min(tmp[1]! * 2 ** 32 + tmp[0]!, Number.MAX_SAFE_INTEGER);
-        if (period < PERIODIC_TIMER_MIN_NS) return this.fail(EINVAL, `period ${period} ns < 1 ms`);
-        target.periodicPeriod = period;
-        target.periodicNext = Math.min(this.clock.nowNs() + period, Number.MAX_SAFE_INTEGER);
-        return 0;
-      }
-      case VCPUOP_stop_periodic_timer:
-        target.periodicPeriod = 0;
-        target.periodicNext = -1;
-        return 0;
-      case VCPUOP_set_singleshot_timer: {
-        if (target !== v) return this.fail(EINVAL, "single-shot timer of another vCPU");
-        if (
-          this.readGuestU64(d, arg + VcpuSetSingleshotTimerLayout.timeout_abs_ns, tmp) < 0 ||
-          this.readGuestU32(d, arg + VcpuSetSingleshotTimerLayout.flags) < 0
-        ) {
-          return EFAULT;
-        }
-        // VCPU_SSHOTTMR_future is ignored (commit 19c6cbd909): a past deadline fires at once.
-        const at = Math.min(tmp[1]! * 2 ** 32 + tmp[0]!, Number.MAX_SAFE_INTEGER);
-        v.singleshotDeadline = Math.max(at, 1);
-        return 0;
-      }
-      case VCPUOP_stop_singleshot_timer:
-        if (target !== v) return this.fail(EINVAL, "single-shot timer of another vCPU");
-        v.singleshotDeadline = -1;
-        return 0;
-      case VCPUOP_is_up:
-        return 1;
-      default:
-        return this.fail(ENOSYS, `vcpu_op ${cmd} is not implemented`);
-    }
+  updateTime(d: Domain): void {
+    publishDomainTime(this, d);
   }
 
   /**
@@ -676,17 +491,7 @@ export class Hypervisor {
    * @returns ns, or -1 when no timer is armed
    */
   nextDeadline(): number {
-    let best = -1;
-    for (const d of this.domains) {
-      if (d === null) continue;
-      for (const v of d.vcpus) {
-        if (v.singleshotDeadline >= 0 && (best < 0 || v.singleshotDeadline < best)) {
-          best = v.singleshotDeadline;
-        }
-        if (v.periodicPeriod > 0 && (best < 0 || v.periodicNext < best)) best = v.periodicNext;
-      }
-    }
-    return best;
+    return nextTimerDeadline(this);
   }
 
   /**
@@ -696,44 +501,7 @@ export class Hypervisor {
    * @returns timers fired
    */
   poll(): number {
-    const now = this.clock.nowNs();
-    if (now - this.lastTimePublish >= TIME_CALIBRATION_NS) {
-      for (const d of this.domains) if (d) this.updateTime(d);
-    }
-    let fired = 0;
-    let bound = 1;
-    for (const d of this.domains) if (d) bound += 2 * d.vcpus.length;
-    for (let n = 0; n < bound; n++) {
-      let best: Vcpu | null = null;
-      let bestAt = Number.POSITIVE_INFINITY;
-      let periodic = false;
-      for (const d of this.domains) {
-        if (d === null) continue;
-        for (const v of d.vcpus) {
-          if (
-            v.singleshotDeadline >= 0 &&
-            v.singleshotDeadline <= now &&
-            v.singleshotDeadline < bestAt
-          ) {
-            best = v;
-            bestAt = v.singleshotDeadline;
-            periodic = false;
-          }
-          if (v.periodicPeriod > 0 && v.periodicNext <= now && v.periodicNext < bestAt) {
-            best = v;
-            bestAt = v.periodicNext;
-            periodic = true;
-          }
-        }
-      }
-      if (best === null) break;
-      if (periodic) best.periodicNext = now + best.periodicPeriod;
-      else best.singleshotDeadline = -1;
-      best.timerEvents++;
-      this.sendVirq(best, VIRQ_TIMER);
-      fired++;
-    }
-    return fired;
+    return fireDueTimers(this);
   }
 
   /**
@@ -745,314 +513,41 @@ export class Hypervisor {
    * @throws Error when the clock is not a ManualClock (use {@link poll} with a real clock)
    */
   runUntil(targetNs: number): number {
-    const clock = this.clock;
-    if (!(clock instanceof ManualClock)) throw new Error("runUntil needs a ManualClock");
-    let fired = 0;
-    for (let guard = 0; guard < 10_000_000; guard++) {
-      const next = this.nextDeadline();
-      if (next < 0 || next > targetNs) break;
-      clock.set(next);
-      fired += this.poll();
-    }
-    clock.set(targetNs);
-    fired += this.poll();
-    return fired;
+    return runTimersUntil(this, targetNs);
   }
 
   // ---------------------------------------------------------------------------------------
-  // Event channels (2-level ABI; xen/common/event_2l.c, event_channel.c)
-
-  private bitTestSet(ma: number, bit: number): boolean {
-    const at = ma + (bit >>> 3);
-    const m = 1 << (bit & 7);
-    const old = this.machineBytes[at]!;
-    this.machineBytes[at] = old | m;
-    return (old & m) !== 0;
-  }
-
-  private bitTest(ma: number, bit: number): boolean {
-    return (this.machineBytes[ma + (bit >>> 3)]! & (1 << (bit & 7))) !== 0;
-  }
-
-  private bitTestClear(ma: number, bit: number): boolean {
-    const at = ma + (bit >>> 3);
-    const m = 1 << (bit & 7);
-    const old = this.machineBytes[at]!;
-    this.machineBytes[at] = old & ~m;
-    return (old & m) !== 0;
-  }
+  // Event channels (hv/event-channel.ts)
 
   /**
    * `evtchn_2l_set_pending`: sets the pending bit; unless masked, sets the selector bit
    * and marks the notified vCPU's upcall pending.
+   *
+   * @param d - the domain owning the port
+   * @param port - the port
    */
   setPending(d: Domain, port: number): void {
-    const si = d.sharedInfoMa;
-    if (this.bitTestSet(si + SharedInfoLayout.evtchn_pending, port)) return;
-    if (this.bitTest(si + SharedInfoLayout.evtchn_mask, port)) return;
-    const v = d.vcpus[d.portVcpu[port]!] ?? d.vcpus[0]!;
-    if (!this.bitTestSet(v.vcpuInfoMa + VcpuInfoLayout.evtchn_pending_sel, port >>> 6)) {
-      this.markEventsPending(v);
-    }
-  }
-
-  private markEventsPending(v: Vcpu): void {
-    this.machineBytes[v.vcpuInfoMa + VcpuInfoLayout.evtchn_upcall_pending] = 1;
-    v.blocked = false;
+    evtchnSetPending(this, d, port);
   }
 
   /**
    * Delivers the event upcall if `evtchn_upcall_pending` is set and the vCPU has not masked
    * upcalls; like Xen, masks upcalls while the callback runs. Bounded re-delivery.
+   *
+   * @param v - the vCPU
    */
   deliverUpcall(v: Vcpu): void {
-    if (v.inUpcall) return;
-    const info = v.vcpuInfoMa;
-    const bytes = this.machineBytes;
-    v.inUpcall = true;
-    for (let round = 0; round < 16; round++) {
-      if (bytes[info + VcpuInfoLayout.evtchn_upcall_pending] === 0) break;
-      if (bytes[info + VcpuInfoLayout.evtchn_upcall_mask] !== 0) break;
-      bytes[info + VcpuInfoLayout.evtchn_upcall_mask] = 1;
-      v.upcalls++;
-      const handler = v.onUpcall;
-      if (handler !== null) handler(v);
-      bytes[info + VcpuInfoLayout.evtchn_upcall_mask] = 0;
-      if (handler === null) break;
-    }
-    v.inUpcall = false;
+    deliverEventUpcall(this, v);
   }
 
   /**
    * Sends a virtual IRQ to a vCPU if it is bound (`send_guest_vcpu_virq`); delivers the
    * upcall right away when the vCPU accepts it.
+   *
+   * @param v - the vCPU
+   * @param virq - `VIRQ_*`
    */
   sendVirq(v: Vcpu, virq: number): void {
-    const port = v.virqToPort[virq] ?? 0;
-    if (port === 0) return;
-    this.setPending(v.domain, port);
-    this.deliverUpcall(v.domain.vcpus[v.domain.portVcpu[port]!] ?? v);
-  }
-
-  private allocPort(d: Domain): number {
-    for (let p = 1; p < d.portState.length; p++) if (d.portState[p] === ECS_FREE) return p;
-    return -1;
-  }
-
-  private portValid(d: Domain, port: number): boolean {
-    return port > 0 && port < d.portState.length && d.portState[port] !== ECS_FREE;
-  }
-
-  private eventChannelOp(v: Vcpu, cmd: number, arg: number): number {
-    const d = v.domain;
-    switch (cmd) {
-      case EVTCHNOP_bind_virq: {
-        if (!this.guestRangeOk(d, arg, EvtchnBindVirqLayout.size)) return EFAULT;
-        const virq = this.readGuestU32(d, arg + EvtchnBindVirqLayout.virq);
-        const vcpu = this.readGuestU32(d, arg + EvtchnBindVirqLayout.vcpu);
-        if (virq >= NR_VIRQS) return this.fail(EINVAL, `VIRQ ${virq} out of range`);
-        const perVcpu =
-          virq === VIRQ_TIMER ||
-          virq === VIRQ_DEBUG ||
-          virq === VIRQ_XENOPROF ||
-          virq === VIRQ_XENPMU;
-        if (!perVcpu && vcpu !== 0) return this.fail(EINVAL, `global VIRQ ${virq} on vCPU ${vcpu}`);
-        const target = d.vcpus[vcpu];
-        if (target === undefined) return this.fail(ENOENT, `no vCPU ${vcpu}`);
-        if (target.virqToPort[virq] !== 0) return this.fail(EEXIST, `VIRQ ${virq} already bound`);
-        const port = this.allocPort(d);
-        if (port < 0) return this.fail(ENOSPC, "no free event-channel port");
-        d.portState[port] = ECS_VIRQ;
-        d.portVcpu[port] = vcpu;
-        d.portVirq[port] = virq;
-        target.virqToPort[virq] = port;
-        this.writeGuestU32(d, arg + EvtchnBindVirqLayout.port, port);
-        return 0;
-      }
-      case EVTCHNOP_bind_ipi: {
-        if (!this.guestRangeOk(d, arg, EvtchnBindIpiLayout.size)) return EFAULT;
-        const vcpu = this.readGuestU32(d, arg + EvtchnBindIpiLayout.vcpu);
-        if (d.vcpus[vcpu] === undefined) return this.fail(ENOENT, `no vCPU ${vcpu}`);
-        const port = this.allocPort(d);
-        if (port < 0) return this.fail(ENOSPC, "no free event-channel port");
-        d.portState[port] = ECS_IPI;
-        d.portVcpu[port] = vcpu;
-        this.writeGuestU32(d, arg + EvtchnBindIpiLayout.port, port);
-        return 0;
-      }
-      case EVTCHNOP_alloc_unbound: {
-        if (!this.guestRangeOk(d, arg, EvtchnAllocUnboundLayout.size)) return EFAULT;
-        const word = this.readGuestU32(d, arg);
-        const dom = word & 0xffff;
-        const remote = word >>> 16;
-        if (dom !== DOMID_SELF && dom !== d.id)
-          return this.fail(EPERM, "alloc_unbound for another domain");
-        const rd = remote === DOMID_SELF ? d : this.domainById(remote);
-        if (rd === null) return this.fail(ESRCH, `remote domain ${remote} does not exist`);
-        const port = this.allocPort(d);
-        if (port < 0) return this.fail(ENOSPC, "no free event-channel port");
-        d.portState[port] = ECS_UNBOUND;
-        d.portVcpu[port] = 0;
-        d.portRemoteDom[port] = rd.id;
-        this.writeGuestU32(d, arg + EvtchnAllocUnboundLayout.port, port);
-        return 0;
-      }
-      case EVTCHNOP_bind_interdomain: {
-        if (!this.guestRangeOk(d, arg, EvtchnBindInterdomainLayout.size)) return EFAULT;
-        const remote = this.readGuestU32(d, arg) & 0xffff;
-        const rport = this.readGuestU32(d, arg + EvtchnBindInterdomainLayout.remote_port);
-        const rd = remote === DOMID_SELF ? d : this.domainById(remote);
-        if (rd === null) return this.fail(ESRCH, `remote domain ${remote} does not exist`);
-        if (
-          !this.portValid(rd, rport) ||
-          rd.portState[rport] !== ECS_UNBOUND ||
-          rd.portRemoteDom[rport] !== d.id
-        ) {
-          return this.fail(EINVAL, `remote port ${rport} of d${rd.id} is not unbound for d${d.id}`);
-        }
-        const port = this.allocPort(d);
-        if (port < 0) return this.fail(ENOSPC, "no free event-channel port");
-        d.portState[port] = ECS_INTERDOMAIN;
-        d.portVcpu[port] = 0;
-        d.portRemoteDom[port] = rd.id;
-        d.portRemotePort[port] = rport;
-        rd.portState[rport] = ECS_INTERDOMAIN;
-        rd.portRemoteDom[rport] = d.id;
-        rd.portRemotePort[rport] = port;
-        this.writeGuestU32(d, arg + EvtchnBindInterdomainLayout.local_port, port);
-        return 0;
-      }
-      case EVTCHNOP_send: {
-        const port = this.readGuestU32(d, arg);
-        if (port < 0) return EFAULT;
-        if (!this.portValid(d, port)) return this.fail(EINVAL, `send on invalid port ${port}`);
-        switch (d.portState[port]) {
-          case ECS_INTERDOMAIN: {
-            const rd = this.domainById(d.portRemoteDom[port]!);
-            if (rd !== null) {
-              const rport = d.portRemotePort[port]!;
-              this.setPending(rd, rport);
-              this.deliverUpcall(rd.vcpus[rd.portVcpu[rport]!] ?? rd.vcpus[0]!);
-            }
-            return 0;
-          }
-          case ECS_IPI:
-            this.setPending(d, port);
-            this.deliverUpcall(d.vcpus[d.portVcpu[port]!] ?? v);
-            return 0;
-          case ECS_UNBOUND:
-            return 0;
-          default:
-            return this.fail(EINVAL, `send on Xen-attached port ${port}`);
-        }
-      }
-      case EVTCHNOP_unmask: {
-        const port = this.readGuestU32(d, arg);
-        if (port < 0) return EFAULT;
-        if (!this.portValid(d, port)) return this.fail(EINVAL, `unmask of invalid port ${port}`);
-        const si = d.sharedInfoMa;
-        const target = d.vcpus[d.portVcpu[port]!] ?? v;
-        if (
-          this.bitTestClear(si + SharedInfoLayout.evtchn_mask, port) &&
-          this.bitTest(si + SharedInfoLayout.evtchn_pending, port) &&
-          !this.bitTestSet(target.vcpuInfoMa + VcpuInfoLayout.evtchn_pending_sel, port >>> 6)
-        ) {
-          this.markEventsPending(target);
-        }
-        return 0;
-      }
-      case EVTCHNOP_close: {
-        const port = this.readGuestU32(d, arg);
-        if (port < 0) return EFAULT;
-        if (!this.portValid(d, port)) return this.fail(EINVAL, `close of invalid port ${port}`);
-        if (d.portState[port] === ECS_VIRQ) {
-          const owner = d.vcpus[d.portVcpu[port]!];
-          if (owner) owner.virqToPort[d.portVirq[port]!] = 0;
-        } else if (d.portState[port] === ECS_INTERDOMAIN) {
-          const rd = this.domainById(d.portRemoteDom[port]!);
-          const rport = d.portRemotePort[port]!;
-          if (rd !== null && rd.portState[rport] === ECS_INTERDOMAIN) {
-            rd.portState[rport] = ECS_UNBOUND;
-            rd.portRemoteDom[rport] = d.id;
-          }
-        }
-        d.portState[port] = ECS_FREE;
-        d.portRemoteDom[port] = -1;
-        this.bitTestClear(d.sharedInfoMa + SharedInfoLayout.evtchn_pending, port);
-        return 0;
-      }
-      default:
-        return this.fail(ENOSYS, `event_channel_op ${cmd} is not implemented`);
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------
-  // Console, scheduler, version
-
-  private consoleIo(v: Vcpu, cmd: number, count: number, buffer: number): number {
-    const d = v.domain;
-    if (cmd === CONSOLEIO_write) {
-      if (!this.guestRangeOk(d, buffer, count))
-        return this.fail(EFAULT, "console buffer is not guest memory");
-      let text = "";
-      for (let i = 0; i < count; i++)
-        text += String.fromCharCode(this.machineBytes[d.gpaToMa(buffer + i)]!);
-      d.console = (d.console + text).slice(-this.options.consoleLimit);
-      return 0;
-    }
-    if (cmd === CONSOLEIO_read) {
-      if (!d.privileged) return this.fail(EPERM, "CONSOLEIO_read needs privilege");
-      return 0;
-    }
-    return this.fail(ENOSYS, `console_io ${cmd}`);
-  }
-
-  private schedOp(v: Vcpu, cmd: number, arg: number): number {
-    switch (cmd) {
-      case SCHEDOP_yield:
-        return 0;
-      case SCHEDOP_block: {
-        // Blocking re-enables event delivery; pending work means no sleep.
-        const info = v.vcpuInfoMa;
-        this.machineBytes[info + VcpuInfoLayout.evtchn_upcall_mask] = 0;
-        v.blocked = this.machineBytes[info + VcpuInfoLayout.evtchn_upcall_pending] === 0;
-        return 0;
-      }
-      case SCHEDOP_shutdown: {
-        const reason = this.readGuestU32(v.domain, arg);
-        if (reason < 0) return EFAULT;
-        v.domain.shutdownReason = reason;
-        return 0;
-      }
-      default:
-        return this.fail(ENOSYS, `sched_op ${cmd}`);
-    }
-  }
-
-  private xenVersion(v: Vcpu, cmd: number, arg: number): number {
-    const d = v.domain;
-    switch (cmd) {
-      case XENVER_version:
-        return (XEN_VERSION_MAJOR << 16) | XEN_VERSION_MINOR;
-      case XENVER_extraversion:
-        return this.writeGuestString(d, arg, "-pvkit", XEN_EXTRAVERSION_LEN);
-      case XENVER_capabilities:
-        return this.writeGuestString(d, arg, "xen-3.0-x86_64", XEN_CAPABILITIES_INFO_LEN);
-      case XENVER_changeset:
-        return this.writeGuestString(d, arg, "pvkit model", XEN_CHANGESET_INFO_LEN);
-      case XENVER_platform_parameters:
-        // virt_start: the hypervisor's range starts at L4 slot 256 (0xffff800000000000).
-        return this.writeGuestU64(d, arg, 0, 0xffff_8000) < 0 ? EFAULT : 0;
-      case XENVER_get_features: {
-        const idx = this.readGuestU32(d, arg + XenFeatureInfoLayout.submap_idx);
-        if (idx < 0) return EFAULT;
-        const map = idx === 0 ? 1 << XENFEAT_writable_page_tables : 0;
-        return this.writeGuestU32(d, arg + XenFeatureInfoLayout.submap, map) < 0 ? EFAULT : 0;
-      }
-      case XENVER_pagesize:
-        return PAGE_SIZE;
-      default:
-        return this.fail(ENOSYS, `xen_version ${cmd}`);
-    }
+    sendGuestVcpuVirq(this, v, virq);
   }
 }

@@ -16,6 +16,8 @@ export * from "./errors.js";
 export * from "./frames.js";
 export * from "./guest-mmu.js";
 export * from "./guest-phys.js";
+export * from "./hv/core.js";
+export type { HypercallContext, HypercallHandler } from "./hv/hypercall.js";
 export * from "./hypervisor.js";
 export * from "./paging.js";
 export * from "./port.js";

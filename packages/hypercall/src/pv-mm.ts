@@ -70,7 +70,7 @@ import {
   isPageTableType,
   type PageTypeTable,
 } from "./frames.js";
-import type { Hypervisor } from "./hypervisor.js";
+import type { HypervisorCore } from "./hv/core.js";
 import { isCanonical, pteFrame, pteHi, pteLo, ptIndex, vaTo48 } from "./paging.js";
 
 const EINVAL = -XenErrno.EINVAL;
@@ -123,7 +123,13 @@ export interface PvMmStats {
   typeChangeFlushes: number;
 }
 
-/** The validating PV MMU of a {@link Hypervisor}. */
+/**
+ * The validating PV MMU of a {@link Hypervisor} — the page-type rules of xen/arch/x86/mm.c.
+ * The `mmu_update` / `mmuext_op` / `update_va_mapping` hypercall handlers (`hv/mm.ts`) decode
+ * the registers and call {@link mmuUpdate}, {@link mmuextOp} and {@link updateVaMapping}.
+ * It reaches the hypervisor only through {@link HypervisorCore} (frames, memory, domains,
+ * guest-memory helpers), so this file does not depend on `hypervisor.ts`.
+ */
 export class PvMm {
   /** Counters. */
   readonly stats: PvMmStats = {
@@ -141,7 +147,7 @@ export class PvMm {
   private flushLinear = false;
 
   /** @param hv - the hypervisor whose frames and memory this MMU manages */
-  constructor(private readonly hv: Hypervisor) {
+  constructor(private readonly hv: HypervisorCore) {
     this.f = hv.frames;
     this.view = hv.machineView;
   }
