@@ -1,6 +1,6 @@
 // Loads every built package through its `exports` map, once as ESM and once as CJS, and
 // fails when an entry is missing or exports nothing. Run after `pnpm build`.
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -9,6 +9,7 @@ const root = new URL("..", import.meta.url).pathname;
 let failures = 0;
 for (const dir of readdirSync(join(root, "packages"))) {
   const pkgDir = join(root, "packages", dir);
+  if (!existsSync(join(pkgDir, "package.json"))) continue; // not a package (yet)
   const pkg = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8"));
   const require = createRequire(join(pkgDir, "package.json"));
   for (const [sub, target] of Object.entries(pkg.exports)) {

@@ -6,12 +6,27 @@
  * @module
  */
 
+import { describeValue, hasMethods } from "./args.js";
+
 /** Width of one register access in bytes. */
 export type AccessSize = 1 | 2 | 4;
 
-/** Mask of all-ones for an access size: what an unclaimed read returns (as on real buses). */
+/**
+ * Mask of all-ones for an access size: what an unclaimed read returns. On x86 a read
+ * nothing decodes ends in a master abort and the host bridge returns all 1s (PCI 3.0
+ * §6.1 relies on it: vendor id 0xFFFF means "no function"). Any size other than 1 or 2
+ * — including an unsupported one a hostile or buggy caller passed — gives 32 one-bits.
+ */
 export function allOnes(size: AccessSize): number {
-  return size === 4 ? 0xffff_ffff : size === 2 ? 0xffff : 0xff;
+  return size === 1 ? 0xff : size === 2 ? 0xffff : 0xffff_ffff;
+}
+
+/** The access sizes the bus carries, for messages. */
+const SIZES_ALLOWED = "1, 2 or 4 bytes";
+
+/** Formats an inclusive range `0x…–0x…` for messages. */
+function hexRange(base: number, size: number): string {
+  return `0x${base.toString(16)}–0x${(base + size - 1).toString(16)}`;
 }
 
 /** A device's register window: offsets are relative to the start of the mapping. */
@@ -27,6 +42,21 @@ export interface IoHandler {
 
 /** The two address spaces an x86-style CPU reaches devices through. */
 export type AddressSpace = "mmio" | "pio";
+
+/**
+ * What a guest-side driver needs of a bus: one register read and one register write.
+ * {@link Bus} implements it; so can anything else that carries a guest's accesses to the
+ * devices — e.g. a guest kernel's CPU that turns each access into an exit record for a
+ * hypervisor in another thread (`@pvkit/guest-kernel-pv`). Drivers written against it
+ * (`VirtioMmioDriverTransport`, `Rtl8139Driver`, `EmulatedTimerGuest`) run unchanged on
+ * either side of that wall.
+ */
+export interface BusAccess {
+  /** A CPU read of `size` bytes at `address` in `space` (one exit). @returns the value */
+  read(space: AddressSpace, address: number, size: AccessSize): number;
+  /** A CPU write of the low `size` bytes of `value` at `address` in `space` (one exit). */
+  write(space: AddressSpace, address: number, size: AccessSize, value: number): void;
+}
 
 /** A live mapping, as returned by {@link Bus.map}; pass it to {@link Bus.unmap} or move it. */
 export interface BusMapping {
@@ -50,12 +80,33 @@ export interface BusMapping {
   readonly perOffset: Uint32Array | null;
 }
 
+/**
+ * An access the bus refused because of its size (see {@link Bus.read}): what it was and
+ * why, for diagnostics. The guest got all-ones (read) or nothing happened (write).
+ */
+export interface BadAccess {
+  /** Address space of the access. */
+  readonly space: AddressSpace;
+  /** Read or write. */
+  readonly kind: "read" | "write";
+  /** The address. */
+  readonly address: number;
+  /** The size asked for (not 1, 2 or 4). */
+  readonly size: number;
+  /** The mapping the address falls in, or `null`. */
+  readonly mapping: string | null;
+  /** Says what was accessed, the size used and the sizes allowed. */
+  readonly message: string;
+}
+
 /** A snapshot of exit counts. */
 export interface ExitStats {
   /** All accesses, claimed or not. */
   readonly total: number;
   /** Accesses that hit no mapping. */
   readonly unclaimed: number;
+  /** Accesses of an unsupported size (not 1, 2 or 4 bytes), refused before any device saw them. */
+  readonly badAccesses: number;
   /** Handler exceptions caught by the bus (a device bug; the access read as all-ones). */
   readonly handlerFaults: number;
   /** Per mapping name. */
@@ -75,11 +126,16 @@ const PER_OFFSET_LIMIT = 4096;
  * bus.stats().byDevice["virtio-rng"].exits; // 1
  * ```
  */
-export class Bus {
+export class Bus implements BusAccess {
   private readonly spaces: Record<AddressSpace, BusMapping[]> = { mmio: [], pio: [] };
   private total = 0;
   private unclaimed = 0;
   private handlerFaults = 0;
+  private badAccesses = 0;
+  /** The last access of an unsupported size (see {@link read}), or `null`. */
+  lastBadAccess: BadAccess | null = null;
+  /** Told of every access of an unsupported size (diagnostics; must not throw). */
+  onBadAccess: ((access: BadAccess) => void) | null = null;
   private lastHit: Record<AddressSpace, BusMapping | null> = { mmio: null, pio: null };
 
   /**
@@ -91,7 +147,9 @@ export class Bus {
    * @param handler - the device
    * @param name - name in statistics
    * @returns the mapping
-   * @throws Error when it overlaps an existing mapping (a host configuration error)
+   * @throws Error when it overlaps an existing mapping, naming both mappings with their
+   *   ranges and the address space; TypeError / RangeError on a malformed argument (a host
+   *   configuration error, never guest input)
    */
   map(
     space: AddressSpace,
@@ -100,6 +158,24 @@ export class Bus {
     handler: IoHandler,
     name: string,
   ): BusMapping {
+    if (space !== "mmio" && space !== "pio") {
+      throw new TypeError(`Bus.map: space must be "mmio" or "pio", got ${describeValue(space)}`);
+    }
+    if (!Number.isSafeInteger(base) || base < 0) {
+      throw new RangeError(
+        `Bus.map: base must be a non-negative safe integer, got ${describeValue(base)}`,
+      );
+    }
+    if (!Number.isSafeInteger(size) || size <= 0 || base + size > Number.MAX_SAFE_INTEGER) {
+      throw new RangeError(
+        `Bus.map: size must be a positive integer (bytes) that keeps base + size safe, got ${describeValue(size)}`,
+      );
+    }
+    if (!hasMethods(handler, "read", "write")) {
+      throw new TypeError(
+        `Bus.map: handler must be an IoHandler (read and write methods), got ${describeValue(handler)}`,
+      );
+    }
     const mapping: BusMapping = {
       space,
       name,
@@ -111,7 +187,7 @@ export class Bus {
       writes: 0,
       perOffset: size <= PER_OFFSET_LIMIT ? new Uint32Array(size) : null,
     };
-    this.assertFree(space, base, size, null);
+    this.assertFree(space, base, size, name, null);
     this.spaces[space].push(mapping);
     this.spaces[space].sort((a, b) => a.base - b.base);
     return mapping;
@@ -141,10 +217,24 @@ export class Bus {
   /**
    * A CPU read: one exit.
    *
-   * @returns the device's value, or all-ones when nothing claims the address
+   * The bus is where the guest's accesses arrive, so it never throws (DESIGN.md, "A
+   * hostile guest"). A size other than 1, 2 or 4 bytes — e.g. a 3-byte read, which no
+   * x86 instruction issues, or an 8-byte one the CPU model should have split into two
+   * 4-byte accesses — is treated as a bad guest access, not a host programming error: it
+   * is counted (`stats().badAccesses`), recorded in {@link lastBadAccess} and passed to
+   * {@link onBadAccess} with a message naming the size, the address and the sizes
+   * allowed, and reads as all-ones (what x86 returns for a read nothing decodes) without
+   * reaching the device.
+   *
+   * @returns the device's value, or all-ones when nothing claims the address or the size
+   *   is unsupported
    */
   read(space: AddressSpace, address: number, size: AccessSize): number {
     this.total++;
+    if (size !== 1 && size !== 2 && size !== 4) {
+      this.badAccess(space, "read", address, size);
+      return allOnes(size);
+    }
     const m = this.find(space, address);
     if (m === null) {
       this.unclaimed++;
@@ -162,9 +252,17 @@ export class Bus {
     }
   }
 
-  /** A CPU write: one exit. Writes nothing claims are dropped. */
+  /**
+   * A CPU write: one exit. Writes nothing claims are dropped. A size other than 1, 2 or
+   * 4 bytes is a bad guest access, counted and recorded like a bad {@link read}, and
+   * dropped before the device sees it.
+   */
   write(space: AddressSpace, address: number, size: AccessSize, value: number): void {
     this.total++;
+    if (size !== 1 && size !== 2 && size !== 4) {
+      this.badAccess(space, "write", address, size);
+      return;
+    }
     const m = this.find(space, address);
     if (m === null) {
       this.unclaimed++;
@@ -202,6 +300,7 @@ export class Bus {
     return {
       total: this.total,
       unclaimed: this.unclaimed,
+      badAccesses: this.badAccesses,
       handlerFaults: this.handlerFaults,
       byDevice,
     };
@@ -212,6 +311,8 @@ export class Bus {
     this.total = 0;
     this.unclaimed = 0;
     this.handlerFaults = 0;
+    this.badAccesses = 0;
+    this.lastBadAccess = null;
     for (const list of [this.spaces.mmio, this.spaces.pio]) {
       for (const m of list) {
         m.exits = 0;
@@ -219,6 +320,35 @@ export class Bus {
         m.writes = 0;
         m.perOffset?.fill(0);
       }
+    }
+  }
+
+  /** Counts and records an access of an unsupported size (the cold path of read/write). */
+  private badAccess(
+    space: AddressSpace,
+    kind: "read" | "write",
+    address: number,
+    size: number,
+  ): void {
+    this.badAccesses++;
+    const valid = Number.isSafeInteger(address) && address >= 0;
+    const m = valid && (space === "mmio" || space === "pio") ? this.find(space, address) : null;
+    const at = valid ? `0x${address.toString(16)}` : describeValue(address);
+    const where = m === null ? "" : ` ("${m.name}")`;
+    const outcome = kind === "read" ? "read as all-ones" : "write dropped";
+    const access: BadAccess = {
+      space,
+      kind,
+      address,
+      size,
+      mapping: m === null ? null : m.name,
+      message: `bad ${space} ${kind} of ${typeof size === "number" ? size : describeValue(size)} bytes at ${at}${where}: the bus carries accesses of ${SIZES_ALLOWED}; ${outcome}`,
+    };
+    this.lastBadAccess = access;
+    try {
+      this.onBadAccess?.(access);
+    } catch {
+      // A diagnostics hook must not turn a guest access into a host exception.
     }
   }
 
@@ -250,12 +380,13 @@ export class Bus {
     space: AddressSpace,
     base: number,
     size: number,
+    name: string,
     except: BusMapping | null,
   ): void {
     const other = this.findOverlap(space, base, size, except);
     if (other !== null) {
       throw new Error(
-        `${space} window 0x${base.toString(16)}+0x${size.toString(16)} overlaps ${other.name}`,
+        `Bus.map: "${name}" at ${hexRange(base, size)} overlaps "${other.name}" at ${hexRange(other.base, other.size)} in the ${space} address space`,
       );
     }
   }

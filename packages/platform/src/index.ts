@@ -8,14 +8,33 @@
  */
 
 export {
+  describeValue,
+  expectArgument,
+  expectOptions,
+  hasMethods,
+  isGuestMemoryLike,
+  isIrqLineLike,
+  isNetBackendLike,
+} from "./args.js";
+export {
+  alreadyBoundMessage,
+  bindDriver,
+  boundDriver,
+  type DriverBinding,
+  unbindDriver,
+} from "./binding.js";
+export {
   type AccessSize,
   type AddressSpace,
   allOnes,
+  type BadAccess,
   Bus,
+  type BusAccess,
   type BusMapping,
   type ExitStats,
   type IoHandler,
 } from "./bus.js";
+export { Emitter, type EventMap, type TypedEmitter } from "./emitter.js";
 export { isPlatformError, PlatformError, PlatformErrorCode } from "./errors.js";
 export { IrqLine, type IrqListener } from "./irq.js";
 export {
@@ -150,3 +169,34 @@ export {
   pciBarHandler,
   probePciBars,
 } from "./pci.js";
+export {
+  HAS_WAIT_ASYNC,
+  pendingLines,
+  TRAP_ARG_SLOTS,
+  TRAP_CHANNEL_BYTES,
+  TRAP_IRQ_LINES,
+  TRAP_MESSAGE_BYTES,
+  TRAP_RESULT_SLOTS,
+  TRAP_SPIN_PROBE_EVERY,
+  TrapChannel,
+  type TrapChannelOptions,
+  type TrapChannelSnapshot,
+  TrapGuestState,
+  type TrapHaltReason,
+  type TrapHandler,
+  TrapPort,
+  type TrapPortOptions,
+  type TrapServeMode,
+  type TrapServeOptions,
+  type TrapServeResult,
+  TrapServer,
+  type TrapServerOptions,
+  TrapSlot,
+  TrapStatus,
+  TrapWatchdog,
+  type TrapWatchdogOptions,
+  type TrapWatchdogTrip,
+  TrapWord,
+  trapGuestStateName,
+  yieldToEventLoop,
+} from "./trap-channel.js";

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { expectArgument } from "./args.js";
+
 /** Called with the new level whenever the line changes. */
 export type IrqListener = (level: boolean) => void;
 
@@ -24,8 +26,14 @@ export class IrqLine {
   /** Rising edges since construction or {@link resetStats}: the interrupts the guest saw. */
   raises = 0;
 
-  /** @param name - for diagnostics */
-  constructor(readonly name = "irq") {}
+  /**
+   * @param name - for diagnostics
+   * @throws TypeError when `name` is not a string (e.g. `new IrqLine(5)`: a line is not
+   *   numbered here; the emulator maps it to its interrupt controller's pin)
+   */
+  constructor(readonly name = "irq") {
+    expectArgument("new IrqLine", "name", name, "a string", (v) => typeof v === "string");
+  }
 
   /** The current level. */
   get level(): boolean {

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { describeValue, expectArgument, expectOptions } from "./args.js";
 import { PlatformError, PlatformErrorCode } from "./errors.js";
 
 /** Storage a region can live in. */
@@ -76,6 +77,65 @@ function isSharedBuffer(buffer: ArrayBuffer | SharedArrayBuffer): boolean {
   return typeof SharedArrayBuffer !== "undefined" && buffer instanceof SharedArrayBuffer;
 }
 
+/** What {@link isMemoryBacking} accepts, for messages. */
+const BACKING_KINDS = "an ArrayBuffer, SharedArrayBuffer or WebAssembly.Memory";
+
+/**
+ * Whether `value` can back guest memory. Checked by tag, not `instanceof`, so buffers
+ * from another realm (a `vm` context, a worker's transfer) are recognised too.
+ */
+function isMemoryBacking(value: unknown): value is MemoryBacking {
+  const tag = Object.prototype.toString.call(value);
+  return (
+    tag === "[object ArrayBuffer]" ||
+    tag === "[object SharedArrayBuffer]" ||
+    tag === "[object WebAssembly.Memory]" ||
+    value instanceof WebAssembly.Memory
+  );
+}
+
+/** Checks the regions given to the constructor: an array of `{ base, size, backing? }`. */
+function checkRegionSpecs(specs: unknown): asserts specs is readonly RegionSpec[] {
+  if (!Array.isArray(specs)) {
+    const hint =
+      typeof specs === "number"
+        ? ` (for flat RAM of ${specs} bytes use GuestMemory.create(${specs}))`
+        : isMemoryBacking(specs)
+          ? " (to wrap existing storage use GuestMemory.over(backing))"
+          : "";
+    throw new TypeError(
+      `new GuestMemory expects an array of regions [{ base, size, backing? }], got ${describeValue(specs)}${hint}`,
+    );
+  }
+  specs.forEach((spec: unknown, i) => {
+    const where = "new GuestMemory";
+    expectArgument(
+      where,
+      `regions[${i}]`,
+      spec,
+      "an object { base, size, backing? }",
+      (v) => v !== null && typeof v === "object",
+    );
+    const r = spec as Record<string, unknown>;
+    expectArgument(
+      where,
+      `regions[${i}].base`,
+      r.base,
+      "a number (guest-physical address)",
+      (v) => typeof v === "number",
+    );
+    expectArgument(
+      where,
+      `regions[${i}].size`,
+      r.size,
+      "a number (bytes)",
+      (v) => typeof v === "number",
+    );
+    if (r.backing !== undefined)
+      expectArgument(where, `regions[${i}].backing`, r.backing, BACKING_KINDS, isMemoryBacking);
+  });
+}
+
 /**
  * Guest-physical memory as the host sees it. Devices receive one and never touch
  * anything else of the guest.
@@ -119,9 +179,12 @@ export class GuestMemory {
 
   /**
    * @param specs - the regions; they must not overlap
-   * @throws Error when the layout itself is invalid (a host configuration mistake, not guest input)
+   * @throws TypeError when `specs` is not an array of `{ base, size, backing? }` (the
+   *   message names the argument, what was expected and what was given); Error when the
+   *   layout itself is invalid (a host configuration mistake, not guest input)
    */
   constructor(specs: readonly RegionSpec[]) {
+    checkRegionSpecs(specs);
     if (specs.length === 0) throw new Error("GuestMemory needs at least one region");
     const sorted = [...specs].sort((a, b) => a.base - b.base);
     const regions: InternalRegion[] = [];
@@ -138,7 +201,9 @@ export class GuestMemory {
         spec.size <= 0 ||
         spec.base + spec.size > ADDRESS_LIMIT
       ) {
-        throw new Error(`region size ${spec.size} is invalid`);
+        throw new RangeError(
+          `new GuestMemory: region size ${spec.size} at base 0x${spec.base.toString(16)} is invalid: it must be a positive safe integer with base + size ≤ 2^53`,
+        );
       }
       if (offset % 8 !== 0) throw new Error("backingOffset must be a multiple of 8");
       const backing = spec.backing ?? new ArrayBuffer(spec.size);
@@ -174,8 +239,17 @@ export class GuestMemory {
    * @param size - bytes of guest RAM
    * @param options - `shared: true` backs it with a `SharedArrayBuffer`
    * @returns the memory
+   * @throws TypeError when `size` is not a positive safe integer or `options` not an object
    */
   static create(size: number, options: { shared?: boolean } = {}): GuestMemory {
+    expectArgument(
+      "GuestMemory.create",
+      "size",
+      size,
+      "a positive integer number of bytes",
+      (v) => typeof v === "number" && Number.isSafeInteger(v) && v > 0,
+    );
+    expectOptions("GuestMemory.create", options, "{ shared? }");
     const backing = options.shared ? new SharedArrayBuffer(size) : new ArrayBuffer(size);
     return new GuestMemory([{ base: 0, size, backing }]);
   }
@@ -185,8 +259,19 @@ export class GuestMemory {
    *
    * @param backing - the storage, e.g. an emulator's RAM buffer or a `WebAssembly.Memory`
    * @returns the memory
+   * @throws TypeError when `backing` is none of those (e.g. a number: use
+   *   {@link GuestMemory.create} for fresh RAM of a size)
    */
   static over(backing: MemoryBacking): GuestMemory {
+    if (!isMemoryBacking(backing)) {
+      const hint =
+        typeof backing === "number"
+          ? ` (for fresh RAM of a size use GuestMemory.create(${backing}))`
+          : "";
+      throw new TypeError(
+        `GuestMemory.over expects ${BACKING_KINDS}, got ${describeValue(backing)}${hint}`,
+      );
+    }
     return new GuestMemory([{ base: 0, size: bufferOf(backing).byteLength, backing }]);
   }
 

@@ -12,3 +12,11 @@ export {
   UdpSocketBackend,
   type UdpSocketBackendOptions,
 } from "./net/udp-socket.js";
+export {
+  type RunTrapWorkerOptions,
+  runTrapWorker,
+  TrapGuestError,
+  type TrapWorkerData,
+  type TrapWorkerOutcome,
+  type TrapWorkerResult,
+} from "./trap-worker.js";

@@ -262,6 +262,11 @@ export class PciConfigSpace {
   readonly bytes = new Uint8Array(PCI_CONFIG_SPACE_SIZE);
   /** Guest accesses refused (bad offset, width or alignment). */
   rejected = 0;
+  /**
+   * Why the last refused access was refused (size, offset and what is allowed), or
+   * `null`. Guest accesses never throw; this is how a refusal is explained.
+   */
+  lastRejected: string | null = null;
 
   private readonly view = new DataView(this.bytes.buffer);
   private readonly wmask = new Uint8Array(PCI_CONFIG_SPACE_SIZE);
@@ -492,13 +497,28 @@ export class PciConfigSpace {
     );
   }
 
+  /** Counts a refused guest access and records why (cold path). */
+  private refuse(kind: "read" | "write", offset: number, size: number): void {
+    this.rejected++;
+    const at = Number.isInteger(offset) ? `0x${offset.toString(16)}` : String(offset);
+    const why =
+      size !== 1 && size !== 2 && size !== 4
+        ? `unsupported size ${size}; configuration accesses are 1, 2 or 4 bytes`
+        : !Number.isInteger(offset) || offset < 0 || offset + size > PCI_CONFIG_SPACE_SIZE
+          ? `outside the ${PCI_CONFIG_SPACE_SIZE}-byte configuration space`
+          : `not aligned to its ${size}-byte size`;
+    const outcome = kind === "read" ? "read as all-ones" : "write dropped";
+    this.lastRejected = `configuration ${kind} of ${size} bytes at ${at} refused: ${why}; ${outcome}`;
+  }
+
   /**
-   * A guest configuration read. Unaligned, wrong-width or out-of-range accesses read as
-   * all-ones (nothing decodes them).
+   * A guest configuration read. Unaligned, wrong-width (not 1, 2 or 4 bytes) or
+   * out-of-range accesses read as all-ones (nothing decodes them, as a master abort on
+   * x86), are counted in {@link rejected} and explained in {@link lastRejected}.
    */
   read(offset: number, size: AccessSize): number {
     if (!this.valid(offset, size)) {
-      this.rejected++;
+      this.refuse("read", offset, size);
       return allOnes(size);
     }
     const end = offset + size;
@@ -513,11 +533,12 @@ export class PciConfigSpace {
 
   /**
    * A guest configuration write: each byte changes only in its writable bits, and
-   * write-1-to-clear bits clear where a 1 is written. Invalid accesses are dropped.
+   * write-1-to-clear bits clear where a 1 is written. Invalid accesses are dropped,
+   * counted in {@link rejected} and explained in {@link lastRejected}.
    */
   write(offset: number, size: AccessSize, value: number): void {
     if (!this.valid(offset, size)) {
-      this.rejected++;
+      this.refuse("write", offset, size);
       return;
     }
     const b = this.bytes;

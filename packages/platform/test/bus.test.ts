@@ -105,7 +105,7 @@ describe("Bus", () => {
   it("rejects overlapping maps in the same space and allows adjacent ones", () => {
     const bus = new Bus();
     bus.map("mmio", 0x1000, 0x100, new Recorder(), "first");
-    expect(() => bus.map("mmio", 0x10ff, 1, new Recorder(), "tail")).toThrow(/overlaps first/);
+    expect(() => bus.map("mmio", 0x10ff, 1, new Recorder(), "tail")).toThrow(/overlaps "first"/);
     expect(() => bus.map("mmio", 0x0f00, 0x101, new Recorder(), "head")).toThrow(/overlaps/);
     expect(() => bus.map("mmio", 0x1040, 0x10, new Recorder(), "inside")).toThrow(/overlaps/);
     expect(() => bus.map("mmio", 0x0800, 0x1000, new Recorder(), "around")).toThrow(/overlaps/);

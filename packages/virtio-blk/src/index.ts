@@ -13,6 +13,7 @@ export {
   errnoOf,
   iovLength,
   iovSlice,
+  isBlockBackend,
   type MaybePromise,
 } from "./backend/backend.js";
 export { MemoryDisk, type MemoryDiskOptions } from "./backend/memory-disk.js";

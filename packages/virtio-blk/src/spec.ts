@@ -40,6 +40,28 @@ export const VirtioBlkType = {
   SECURE_ERASE: 14,
 } as const;
 
+const TYPE_NAMES: Readonly<Record<number, string>> = {
+  [VirtioBlkType.IN]: "VIRTIO_BLK_T_IN (read)",
+  [VirtioBlkType.OUT]: "VIRTIO_BLK_T_OUT (write)",
+  [VirtioBlkType.FLUSH]: "VIRTIO_BLK_T_FLUSH",
+  [VirtioBlkType.GET_ID]: "VIRTIO_BLK_T_GET_ID",
+  [VirtioBlkType.GET_LIFETIME]: "VIRTIO_BLK_T_GET_LIFETIME",
+  [VirtioBlkType.DISCARD]: "VIRTIO_BLK_T_DISCARD",
+  [VirtioBlkType.WRITE_ZEROES]: "VIRTIO_BLK_T_WRITE_ZEROES",
+  [VirtioBlkType.SECURE_ERASE]: "VIRTIO_BLK_T_SECURE_ERASE",
+};
+
+/**
+ * §5.2.6: the spec's name of a request type, for messages: `"VIRTIO_BLK_T_IN (read)"`,
+ * `"VIRTIO_BLK_T_OUT (write)"`, `"VIRTIO_BLK_T_FLUSH"`, …
+ *
+ * @param type - the request type
+ * @returns its name, or `"request type <n>"` for a type §5.2.6 does not define
+ */
+export function blkTypeName(type: number): string {
+  return TYPE_NAMES[type] ?? `request type ${type}`;
+}
+
 /** §5.2.6: the status byte a request completes with. */
 export const VirtioBlkStatus = {
   OK: 0,
@@ -49,6 +71,20 @@ export const VirtioBlkStatus = {
 
 /** One of the {@link VirtioBlkStatus} values. */
 export type VirtioBlkStatus = (typeof VirtioBlkStatus)[keyof typeof VirtioBlkStatus];
+
+/**
+ * §5.2.6: the spec's name of a status byte, for messages.
+ *
+ * @param status - the status byte
+ * @returns `"VIRTIO_BLK_S_OK"`, `"VIRTIO_BLK_S_IOERR"`, `"VIRTIO_BLK_S_UNSUPP"`, or
+ *   `"status <n>"`
+ */
+export function blkStatusName(status: number): string {
+  if (status === VirtioBlkStatus.OK) return "VIRTIO_BLK_S_OK";
+  if (status === VirtioBlkStatus.IOERR) return "VIRTIO_BLK_S_IOERR";
+  if (status === VirtioBlkStatus.UNSUPP) return "VIRTIO_BLK_S_UNSUPP";
+  return `status ${status}`;
+}
 
 /** §5.2.6: the sector unit is always 512 bytes, whatever `blk_size` says. */
 export const VIRTIO_BLK_SECTOR_SIZE = 512;

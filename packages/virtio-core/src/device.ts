@@ -7,10 +7,7 @@
  * @module
  */
 
-import type { GuestMemory } from "@pvkit/platform";
-import { EventEmitter } from "events";
-import type TypedEmitter from "typed-emitter";
-import type { EventMap } from "typed-emitter";
+import { Emitter, type GuestMemory } from "@pvkit/platform";
 import type { VirtioError } from "./errors.js";
 import type { DescriptorChain } from "./queue/chain.js";
 import { DeviceQueue } from "./queue/device-queue.js";
@@ -111,8 +108,6 @@ export interface VirtioDeviceOptions {
   readonly indirectDesc?: boolean;
 }
 
-const TypedEventEmitter = EventEmitter as unknown as new <E extends EventMap>() => TypedEmitter<E>;
-
 const NO_INTERRUPT: VirtioInterrupt = { signalUsed() {}, signalConfig() {} };
 
 /**
@@ -121,7 +116,7 @@ const NO_INTERRUPT: VirtioInterrupt = { signalUsed() {}, signalConfig() {} };
  * {@link onConfigWrite} and {@link validateFeatures}.
  */
 export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDeviceEvents>
-  extends TypedEventEmitter<E>
+  extends Emitter<E>
   implements VirtioDevice
 {
   readonly deviceId: number;
@@ -159,8 +154,9 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     this.configView = new DataView(this.config.buffer);
   }
 
-  private events(): TypedEmitter<VirtioDeviceEvents> {
-    return this as unknown as TypedEmitter<VirtioDeviceEvents>;
+  /** This emitter, typed with the events every device has (`E` only adds to them). */
+  private events(): Emitter<VirtioDeviceEvents> {
+    return this as unknown as Emitter<VirtioDeviceEvents>;
   }
 
   get numQueues(): number {

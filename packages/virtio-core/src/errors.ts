@@ -88,6 +88,11 @@ export const VirtioErrorCode = {
   DEVICE_NEEDS_RESET: "DEVICE_NEEDS_RESET",
   /** The transport talks to a device of a different type than the driver drives. */
   WRONG_DEVICE: "WRONG_DEVICE",
+  /**
+   * Another driver already drives the device (a device has at most one driver, as in
+   * Linux's driver core); reset the device (§2.4) before binding a new one.
+   */
+  ALREADY_BOUND: "ALREADY_BOUND",
 } as const;
 
 /** One of the {@link VirtioErrorCode} values. */

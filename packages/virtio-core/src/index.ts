@@ -23,6 +23,14 @@ export {
 // ── driver side ──
 export { GuestAllocator, type GuestAllocatorStats } from "./driver/allocator.js";
 export {
+  bindVirtioDriver,
+  checkVirtioUnbound,
+  unbindVirtioDriver,
+  type VirtioDeviceLocation,
+  virtioDeviceName,
+} from "./driver/binding.js";
+export { checkDriverArguments, isVirtioDriverTransport } from "./driver/check.js";
+export {
   DriverQueue,
   type DriverQueueOptions,
   type DriverQueueStats,

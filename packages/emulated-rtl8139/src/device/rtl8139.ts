@@ -42,9 +42,15 @@
 import {
   type AccessSize,
   allOnes,
+  Emitter,
+  expectArgument,
+  expectOptions,
   type GuestMemory,
   type IoHandler,
   IrqLine,
+  isGuestMemoryLike,
+  isIrqLineLike,
+  isNetBackendLike,
   type NetBackend,
   type NetEndpoint,
   type NetFrameMeta,
@@ -54,8 +60,6 @@ import {
   type PciFunction,
   parseMac,
 } from "@pvkit/platform";
-import { EventEmitter } from "events";
-import type TypedEmitter from "typed-emitter";
 import { ethernetFcs, multicastHashBit } from "../crc.js";
 import {
   RTL_9346CR,
@@ -219,6 +223,11 @@ export interface Rtl8139Stats {
   rxQueued: number;
   /** Guest writes that changed nothing (read-only or locked registers, C+ registers). */
   ignoredWrites: number;
+  /**
+   * Register accesses of an unsupported size (not 1, 2 or 4 bytes): refused, reads as
+   * all-ones, writes dropped (see {@link Rtl8139.lastBadAccess}).
+   */
+  badAccesses: number;
   /** Interrupt-status bits raised by TimerInt. */
   timerInterrupts: number;
   /** Chip resets (CR.RST, 9346CR auto-load, {@link Rtl8139.reset}). */
@@ -267,8 +276,6 @@ export interface Rtl8139Options {
   /** Only DMA while PCI Command.MASTER is set (default true). */
   readonly requireBusMaster?: boolean;
 }
-
-const TypedEventEmitter = EventEmitter as unknown as new () => TypedEmitter<Rtl8139Events>;
 
 // Where each register byte belongs: base offset and width of its register.
 const REG_BASE = new Uint8Array(RTL_REGS_SIZE);
@@ -341,11 +348,16 @@ const enum RxResult {
 }
 
 /** The emulated RTL8139. */
-export class Rtl8139 extends TypedEventEmitter implements PciFunction {
+export class Rtl8139 extends Emitter<Rtl8139Events> implements PciFunction {
   /** Name used for mappings. */
   readonly name: string;
   /** The INTx line: high while ISR & IMR ≠ 0 and Command.INTX_DISABLE is clear. */
   readonly irq: IrqLine;
+  /**
+   * Why the last register access of an unsupported size was refused (size, offset and
+   * the sizes allowed), or `null`. Counted in `stats.badAccesses`.
+   */
+  lastBadAccess: string | null = null;
   /** The PCI configuration space. */
   readonly config: PciConfigSpace;
   /** The 93C46 EEPROM (words 7–9 hold the MAC). */
@@ -411,9 +423,36 @@ export class Rtl8139 extends TypedEventEmitter implements PciFunction {
   private pendingHead = 0;
 
   /**
-   * @throws Error on a bad MAC option (host configuration)
+   * @throws TypeError when `options` is not an object, `backend` is not a `NetBackend`,
+   *   `memory` not a `GuestMemory` or `irq` (when given) not an `IrqLine` (the message
+   *   names the option, the type expected and the value given); Error on a bad MAC option
+   *   (host configuration)
    */
   constructor(options: Rtl8139Options) {
+    const where = "new Rtl8139";
+    expectOptions(where, options, "{ backend, memory, mac?, irq?, … }");
+    expectArgument(
+      where,
+      "options.backend",
+      options.backend,
+      "a NetBackend (e.g. new LoopbackBackend() or switch.createPort(name); attach, detach and send methods)",
+      isNetBackendLike,
+    );
+    expectArgument(
+      where,
+      "options.memory",
+      options.memory,
+      "a GuestMemory (e.g. GuestMemory.create(16 << 20))",
+      isGuestMemoryLike,
+    );
+    if (options.irq !== undefined)
+      expectArgument(
+        where,
+        "options.irq",
+        options.irq,
+        "an IrqLine (new IrqLine(name))",
+        isIrqLineLike,
+      );
     super();
     this.name = options.name ?? "rtl8139";
     this.irq = options.irq ?? new IrqLine(this.name);
@@ -435,6 +474,7 @@ export class Rtl8139 extends TypedEventEmitter implements PciFunction {
       txBudgetExhausted: 0,
       rxQueued: 0,
       ignoredWrites: 0,
+      badAccesses: 0,
       timerInterrupts: 0,
       resets: 0,
       drops,
@@ -573,8 +613,17 @@ export class Rtl8139 extends TypedEventEmitter implements PciFunction {
 
   // ── Register file ────────────────────────────────────────────────────────────
 
-  /** A guest register read at `offset` (0–255) of `size` bytes. */
+  /**
+   * A guest register read at `offset` (0–255) of `size` bytes. A size other than 1, 2 or
+   * 4 is refused (x86 issues no other width; a `Bus` already refuses them): counted in
+   * `stats.badAccesses`, explained in {@link lastBadAccess}, and read as all-ones — what
+   * a PCI read nothing claims returns on x86.
+   */
   read(offset: number, size: AccessSize): number {
+    if (size !== 1 && size !== 2 && size !== 4) {
+      this.badAccess("read", offset, size);
+      return allOnes(size);
+    }
     if (this.txDeferred || this.timerInt !== 0) this.tick();
     const off = offset & 0xff;
     if (REG_BASE[off] === off && REG_WIDTH[off] === size) return this.regRead(off, size) >>> 0;
@@ -588,8 +637,15 @@ export class Rtl8139 extends TypedEventEmitter implements PciFunction {
     return v >>> 0;
   }
 
-  /** A guest register write at `offset` (0–255) of `size` bytes. */
+  /**
+   * A guest register write at `offset` (0–255) of `size` bytes. A size other than 1, 2
+   * or 4 is refused like a bad {@link read} and dropped.
+   */
   write(offset: number, size: AccessSize, value: number): void {
+    if (size !== 1 && size !== 2 && size !== 4) {
+      this.badAccess("write", offset, size);
+      return;
+    }
     if (this.txDeferred || this.timerInt !== 0) this.tick();
     const off = offset & 0xff;
     if (REG_BASE[off] === off && REG_WIDTH[off] === size) {
@@ -614,6 +670,14 @@ export class Rtl8139 extends TypedEventEmitter implements PciFunction {
       }
       this.regWrite(base, v >>> 0, width === 4 ? mask >>> 0 : mask);
     }
+  }
+
+  /** Counts and explains a register access of an unsupported size (cold path). */
+  private badAccess(kind: "read" | "write", offset: number, size: number): void {
+    this.stats.badAccesses++;
+    const at = Number.isInteger(offset) ? `0x${(offset & 0xff).toString(16)}` : String(offset);
+    const outcome = kind === "read" ? "read as all-ones" : "write dropped";
+    this.lastBadAccess = `${this.name}: register ${kind} of ${size} bytes at offset ${at} refused: the register file takes 1-, 2- or 4-byte accesses; ${outcome}`;
   }
 
   private regRead(base: number, width: number): number {

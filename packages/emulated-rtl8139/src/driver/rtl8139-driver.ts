@@ -27,17 +27,25 @@
 import {
   type AccessSize,
   type AddressSpace,
-  type Bus,
+  alreadyBoundMessage,
+  type BusAccess,
+  bindDriver,
+  boundDriver,
+  type DriverBinding,
+  Emitter,
+  expectArgument,
+  expectOptions,
   type GuestMemory,
+  hasMethods,
+  isGuestMemoryLike,
   PCI_BASE_ADDRESS_SPACE_IO,
   PCI_COMMAND_IO,
   PCI_COMMAND_MASTER,
   PCI_COMMAND_MEMORY,
   type PciConfigAccess,
   PciConfigOffset,
+  unbindDriver,
 } from "@pvkit/platform";
-import { EventEmitter } from "events";
-import type TypedEmitter from "typed-emitter";
 import { multicastHashBit } from "../crc.js";
 import {
   RTL_8139TOO_INTR_MASK,
@@ -126,8 +134,8 @@ export interface Rtl8139RegisterWindow {
 
 /** Options of {@link Rtl8139Driver.open}. */
 export interface Rtl8139DriverOptions {
-  /** The CPU's bus: every register access goes through it. */
-  readonly bus: Bus;
+  /** The CPU's bus (a `Bus`, or any `BusAccess`): every register access goes through it. */
+  readonly bus: BusAccess;
   /** Guest memory (the ring and the bounce buffers). */
   readonly memory: GuestMemory;
   /** Allocates the ring and the bounce buffers. */
@@ -163,7 +171,8 @@ export class Rtl8139DriverError extends Error {
       | "noBar"
       | "notResponding"
       | "noMemory"
-      | "resetTimeout",
+      | "resetTimeout"
+      | "alreadyBound",
     message: string,
   ) {
     super(message);
@@ -217,8 +226,6 @@ export interface Rtl8139DriverStats {
   eepromReads: number;
 }
 
-const TypedEventEmitter = EventEmitter as unknown as new () => TypedEmitter<Rtl8139DriverEvents>;
-
 /** 8139too's RX FIFO threshold (7 = no threshold) and DMA burst (7 = unlimited). */
 const RX_FIFO_THRESH = 7;
 const RX_DMA_BURST = 7;
@@ -236,7 +243,7 @@ const MAX_RX_SIZE = 1536 + 4;
 const EE_READ_CMD = 6;
 
 /** The guest's RTL8139 driver. */
-export class Rtl8139Driver extends TypedEventEmitter {
+export class Rtl8139Driver extends Emitter<Rtl8139DriverEvents> {
   /** Counters. */
   readonly stats: Rtl8139DriverStats = {
     txFrames: 0,
@@ -271,7 +278,7 @@ export class Rtl8139Driver extends TypedEventEmitter {
   /** Guest-physical addresses of the four bounce buffers. */
   readonly txBuffers: readonly number[];
 
-  private readonly bus: Bus;
+  private readonly bus: BusAccess;
   private readonly space: AddressSpace;
   private readonly base: number;
   private readonly memory: GuestMemory;
@@ -294,6 +301,8 @@ export class Rtl8139Driver extends TypedEventEmitter {
   private napiScheduled = false;
   private budgetHit = false;
   private link = false;
+  /** This driver's hold on the chip (see {@link Rtl8139Driver.open}), until {@link close}. */
+  private binding: DriverBinding | null = null;
   private readonly pollTask = (): void => {
     this.poll();
   };
@@ -339,9 +348,25 @@ export class Rtl8139Driver extends TypedEventEmitter {
   /**
    * Probes and starts the chip (8139too `rtl8139_init_one` + `rtl8139_open`).
    *
-   * @returns the driver, or why it could not bind
+   * @returns the driver, or why it could not bind (`alreadyBound` when another
+   *   `Rtl8139Driver` drives the same register window and was not closed)
+   * @throws TypeError when `options` lacks `bus`, `memory` or `allocator`, or one has the
+   *   wrong type (the message names the option, the type expected and the value given)
    */
   static open(options: Rtl8139DriverOptions): Rtl8139Driver | Rtl8139DriverError {
+    const where = "Rtl8139Driver.open";
+    expectOptions(where, options, "{ bus, memory, allocator, config? | registers?, … }");
+    expectArgument(where, "options.bus", options.bus, "a Bus (read and write methods)", (v) =>
+      hasMethods(v, "read", "write"),
+    );
+    expectArgument(where, "options.memory", options.memory, "a GuestMemory", isGuestMemoryLike);
+    expectArgument(
+      where,
+      "options.allocator",
+      options.allocator,
+      "a guest allocator (an alloc method, e.g. virtio-core's GuestAllocator)",
+      (v) => hasMethods(v, "alloc"),
+    );
     let space: AddressSpace;
     let base: number;
     const cfg = options.config;
@@ -377,6 +402,11 @@ export class Rtl8139Driver extends TypedEventEmitter {
       space = options.registers.space;
       base = options.registers.base;
     } else return new Rtl8139DriverError("noBar", "neither a PCI access nor a register window");
+    // One driver per chip (Linux binds one driver per device): refuse before touching it.
+    const key = `${space} 0x${base.toString(16)}`;
+    const held = boundDriver(options.bus, key);
+    if (held !== undefined)
+      return new Rtl8139DriverError("alreadyBound", alreadyBoundMessage(held));
     const ringSize = options.ringSize ?? 32768;
     const ring = options.allocator.alloc(ringSize + RTL_RX_DRIVER_PAD, 16);
     const txBase = options.allocator.alloc(RTL_8139TOO_TX_BUF_SIZE * RTL_NUM_TX_DESC, 16);
@@ -387,6 +417,13 @@ export class Rtl8139Driver extends TypedEventEmitter {
     const drv = new Rtl8139Driver(options, space, base, ring, ringSize, tx);
     if (drv.chipVersion === -1)
       return new Rtl8139DriverError("notResponding", "TCR reads all-ones: chip not responding");
+    const binding: DriverBinding = {
+      device: `RTL8139 at ${key}`,
+      driver: "Rtl8139Driver",
+      release: "close() that driver",
+    };
+    bindDriver(options.bus, key, binding);
+    drv.binding = binding;
     return drv;
   }
 
@@ -567,7 +604,10 @@ export class Rtl8139Driver extends TypedEventEmitter {
     this.emit("writable");
   }
 
-  /** `rtl8139_close`: receiver and transmitter off, interrupts masked, MPC collected, clock halted. */
+  /**
+   * `rtl8139_close`: receiver and transmitter off, interrupts masked, MPC collected, clock
+   * halted. Releases the chip: another {@link Rtl8139Driver.open} may bind it afterwards.
+   */
   close(): void {
     this.w8(RTL_CR, 0);
     this.w16(RTL_IMR, 0);
@@ -575,6 +615,10 @@ export class Rtl8139Driver extends TypedEventEmitter {
     this.w32(RTL_MPC, 0);
     this.w8(RTL_9346CR, RTL_9346CR_EEM_CONFIG);
     this.w8(RTL_HLTCLK, RTL_HLTCLK_HALT);
+    if (this.binding !== null) {
+      unbindDriver(this.bus, `${this.space} 0x${this.base.toString(16)}`, this.binding);
+      this.binding = null;
+    }
   }
 
   // ── RX mode ──────────────────────────────────────────────────────────────────

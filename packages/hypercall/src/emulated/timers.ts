@@ -1,6 +1,6 @@
 /**
  * Emulated timers and clocks, the full-emulation counterparts of PV timers and pvclock
- * (reference §4.3). Each is an {@link IoHandler} mapped on a {@link Bus}, so every register
+ * (reference §4.3). Each is an {@link IoHandler} mapped on a `Bus`, so every register
  * access of the guest is one exit counted by the bus:
  *
  * - {@link LapicTimer}: xAPIC timer registers through MMIO (LVT Timer 0x320, TMICT 0x380,
@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { AccessSize, Bus, IoHandler, IrqLine } from "@pvkit/platform";
+import type { AccessSize, BusAccess, IoHandler, IrqLine } from "@pvkit/platform";
 import type { Clock } from "../clock.js";
 
 /** A device with a deadline that the platform polls. */
@@ -430,12 +430,12 @@ export class Hpet implements IoHandler, EmulatedTimer {
 /** The guest's use of the emulated devices, one bus access per register access. */
 export class EmulatedTimerGuest {
   /**
-   * @param bus - the bus the devices are mapped on
+   * @param bus - the bus the devices are mapped on (a `Bus`, or any `BusAccess`)
    * @param lapicBase - xAPIC base
    * @param hpetBase - HPET base
    */
   constructor(
-    readonly bus: Bus,
+    readonly bus: BusAccess,
     readonly lapicBase = APIC_DEFAULT_BASE,
     readonly hpetBase = HPET_DEFAULT_BASE,
   ) {}

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { expectArgument, expectOptions, isNetBackendLike } from "../args.js";
 import {
   ETH_HEADER_LEN,
   NET_META_NEEDS_CSUM,
@@ -211,7 +212,39 @@ export class EthernetSwitch {
   private readonly maxAddresses: number;
   private nextId = 0;
 
+  /**
+   * @param options - ageing, clock and table size
+   * @throws TypeError when `options` or one of its fields has the wrong type (the message
+   *   names the option, the type expected and the value given)
+   */
   constructor(options: EthernetSwitchOptions = {}) {
+    const where = "new EthernetSwitch";
+    expectOptions(where, options, "{ ageingMs?, now?, maxAddresses? }");
+    const o = options as Record<string, unknown>;
+    if (o.ageingMs !== undefined)
+      expectArgument(
+        where,
+        "options.ageingMs",
+        o.ageingMs,
+        "a number of milliseconds ≥ 0",
+        (v) => typeof v === "number" && v >= 0,
+      );
+    if (o.now !== undefined)
+      expectArgument(
+        where,
+        "options.now",
+        o.now,
+        "a function returning milliseconds",
+        (v) => typeof v === "function",
+      );
+    if (o.maxAddresses !== undefined)
+      expectArgument(
+        where,
+        "options.maxAddresses",
+        o.maxAddresses,
+        "a non-negative integer",
+        (v) => Number.isSafeInteger(v) && (v as number) >= 0,
+      );
     this.ageingMs = options.ageingMs ?? 300_000;
     this.now = options.now ?? Date.now;
     this.maxAddresses = options.maxAddresses ?? 4096;
@@ -225,13 +258,28 @@ export class EthernetSwitch {
    *   (a pvkit virtio-net); false makes the switch complete checksums towards it
    */
   createPort(name: string, options: { checksumOffload?: boolean } = {}): SwitchPort {
+    expectArgument(
+      "EthernetSwitch.createPort",
+      "name",
+      name,
+      "a string",
+      (v) => typeof v === "string",
+    );
+    expectOptions("EthernetSwitch.createPort", options, "{ checksumOffload? }");
     const p = new SwitchPort(this, this.nextId++, name, options.checksumOffload ?? true);
     this.ports.push(p);
     return p;
   }
 
   /** Plugs an existing back-end in as an uplink port (the switch attaches to it). */
-  connect(backend: NetBackend, name = backend.name): SwitchPortHandle {
+  connect(backend: NetBackend, name = backend?.name): SwitchPortHandle {
+    expectArgument(
+      "EthernetSwitch.connect",
+      "backend",
+      backend,
+      "a NetBackend (attach, detach and send methods)",
+      isNetBackendLike,
+    );
     const p = new UplinkPort(this.nextId++, name, backend, this);
     this.ports.push(p);
     backend.attach(p);

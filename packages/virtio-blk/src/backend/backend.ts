@@ -40,6 +40,24 @@ export interface BlockBackend {
 }
 
 /**
+ * Whether `value` looks like a {@link BlockBackend}: a numeric `byteLength` and the
+ * `readv`, `writev`, `flush`, `discard`, `writeZeroes` and `close` methods. For argument
+ * checks in constructors (not a guarantee of behaviour).
+ *
+ * @param value - the candidate
+ */
+export function isBlockBackend(value: unknown): value is BlockBackend {
+  if (value === null || typeof value !== "object") return false;
+  const b = value as Record<string, unknown>;
+  return (
+    typeof b.byteLength === "number" &&
+    ["readv", "writev", "flush", "discard", "writeZeroes", "close"].every(
+      (m) => typeof b[m] === "function",
+    )
+  );
+}
+
+/**
  * Maps a Node.js error to a {@link BlockErrno}: ENOSPC and EROFS are kept, everything
  * else is an I/O error.
  */

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { describeValue, expectOptions } from "@pvkit/platform";
 import type { BlockBackend, BlockResult } from "./backend.js";
 
 /** Options of {@link MemoryDisk}. */
@@ -22,11 +23,23 @@ export class MemoryDisk implements BlockBackend {
   /**
    * @param sizeOrBytes - size in bytes (a multiple of 512), or the bytes to use
    * @param options - read-only
+   * @throws TypeError when `sizeOrBytes` is neither a number nor a `Uint8Array`, or
+   *   `options` is not an object; RangeError when the size is not a non-negative
+   *   multiple of 512 (§5.2.4: capacity is counted in 512-byte sectors)
    */
   constructor(sizeOrBytes: number | Uint8Array, options: MemoryDiskOptions = {}) {
+    if (typeof sizeOrBytes !== "number" && !(sizeOrBytes instanceof Uint8Array)) {
+      throw new TypeError(
+        `new MemoryDisk expects a size in bytes (a multiple of 512) or a Uint8Array, got ${describeValue(sizeOrBytes)}`,
+      );
+    }
+    expectOptions("new MemoryDisk", options, "{ readOnly? }");
+    const size = typeof sizeOrBytes === "number" ? sizeOrBytes : sizeOrBytes.length;
+    if (!Number.isSafeInteger(size) || size < 0 || size % 512 !== 0)
+      throw new RangeError(
+        `new MemoryDisk: a disk's size must be a non-negative multiple of 512 bytes (§5.2.4: capacity is in 512-byte sectors), got ${size}`,
+      );
     this.bytes = typeof sizeOrBytes === "number" ? new Uint8Array(sizeOrBytes) : sizeOrBytes;
-    if (this.bytes.length % 512 !== 0)
-      throw new Error("a disk's size must be a multiple of 512 bytes");
     this.readOnly = options.readOnly ?? false;
   }
 

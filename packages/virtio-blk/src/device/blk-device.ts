@@ -9,6 +9,7 @@
  * @module
  */
 
+import { expectArgument, expectOptions } from "@pvkit/platform";
 import {
   type DescriptorChain,
   type DeviceQueue,
@@ -20,8 +21,9 @@ import {
   VirtioError,
   VirtioErrorCode,
 } from "@pvkit/virtio-core";
-import type { BlockBackend, BlockResult } from "../backend/backend.js";
+import { type BlockBackend, type BlockResult, isBlockBackend } from "../backend/backend.js";
 import {
+  blkTypeName,
   VirtioBlkConfig as C,
   VIRTIO_BLK_F_BLK_SIZE,
   VIRTIO_BLK_F_CONFIG_WCE,
@@ -155,7 +157,21 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
   private readonly flushScheduled: boolean[];
   private readonly statusScratch = new Uint8Array(1);
 
+  /**
+   * @param options - the back-end and what to offer
+   * @throws TypeError when `options` is not an object or `options.backend` is not a
+   *   {@link BlockBackend} (the message names the option, the type expected and the
+   *   value given)
+   */
   constructor(options: VirtioBlkOptions) {
+    expectOptions("new VirtioBlkDevice", options, "{ backend, serial?, readOnly?, … }");
+    expectArgument(
+      "new VirtioBlkDevice",
+      "options.backend",
+      options.backend,
+      "a BlockBackend (e.g. new MemoryDisk(1 << 20); byteLength, readOnly, readv, writev, flush, discard, writeZeroes, close)",
+      isBlockBackend,
+    );
     const backend = options.backend;
     const readOnly = backend.readOnly || (options.readOnly ?? false);
     const numQueues = options.numQueues ?? 1;
@@ -402,7 +418,7 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
   private settle(p: Pending, req: BlkRequest, r: BlockResult): void {
     if (r !== undefined) {
       const code = BACKEND_ERROR[r] ?? "BACKEND_EIO";
-      this.fail(code, `back-end ${r} on request type ${req.type} at sector ${req.sector}`);
+      this.fail(code, `back-end ${r} on ${blkTypeName(req.type)} at sector ${req.sector}`);
       this.finish(p, req.type, VirtioBlkStatus.IOERR, 0, req.statusOffset);
       return;
     }

@@ -52,6 +52,17 @@ export const BlkErrorCode = {
   BACKEND_ENOSPC: "BACKEND_ENOSPC",
   /** The back-end refused a write (EROFS). */
   BACKEND_EROFS: "BACKEND_EROFS",
+  // ── driver side (`BlkRequestError.code` of `VirtioBlkDriver`) ──
+  /**
+   * The driver refused the request before putting it on a ring: it breaks a rule of
+   * §5.2.6 (`BlkRequestError.rule` says which, the message names it). The device would
+   * have refused it too; the driver says why.
+   */
+  INVALID_REQUEST: "INVALID_REQUEST",
+  /** The device completed the request with IOERR or UNSUPP (`BlkRequestError.status`). */
+  DEVICE_ERROR: "DEVICE_ERROR",
+  /** The driver could not post the request: no guest memory, or the queue is broken. */
+  NOT_POSTED: "NOT_POSTED",
 } as const;
 
 /** One of the {@link BlkErrorCode} values. */

@@ -11,8 +11,11 @@
  * @module
  */
 
-import type { GuestMemory } from "@pvkit/platform";
+import { describeValue, type GuestMemory } from "@pvkit/platform";
 import {
+  bindVirtioDriver,
+  checkDriverArguments,
+  checkVirtioUnbound,
   DriverError,
   type DriverQueue,
   featureMask,
@@ -28,7 +31,10 @@ import {
   type VirtioDriverTransport,
   VirtioErrorCode,
 } from "@pvkit/virtio-core";
+import { BlkErrorCode } from "../device/request.js";
 import {
+  blkStatusName,
+  blkTypeName,
   VirtioBlkConfig as C,
   VIRTIO_BLK_F_BLK_SIZE,
   VIRTIO_BLK_F_CONFIG_WCE,
@@ -42,32 +48,66 @@ import {
   VIRTIO_BLK_F_WRITE_ZEROES,
   VIRTIO_BLK_HEADER_SIZE,
   VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_SECTOR_SIZE,
   VIRTIO_BLK_SEGMENT_SIZE,
   VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
   VirtioBlkStatus,
   VirtioBlkType,
 } from "../spec.js";
 
-function statusName(status: number): string {
-  if (status === VirtioBlkStatus.UNSUPP) return "UNSUPP";
-  if (status === VirtioBlkStatus.IOERR) return "IOERR";
-  return status < 0 ? "not posted (queue broken)" : `status ${status}`;
+/** 2^53: sectors at or above it cannot be represented exactly (the header holds a le64). */
+const SECTOR_LIMIT = "2^53";
+
+/**
+ * Names a request for messages: `"VIRTIO_BLK_T_IN (read) of 100 bytes at sector 0"`,
+ * `"VIRTIO_BLK_T_DISCARD of 2 ranges"`, `"VIRTIO_BLK_T_FLUSH"`.
+ */
+function describeRequest(type: number, sector: number, bytes: number): string {
+  const name = blkTypeName(type);
+  if (type === VirtioBlkType.IN || type === VirtioBlkType.OUT)
+    return `${name} of ${String(bytes)} bytes at sector ${String(sector)}`;
+  if (type === VirtioBlkType.DISCARD || type === VirtioBlkType.WRITE_ZEROES) {
+    const n = Math.floor(bytes / VIRTIO_BLK_SEGMENT_SIZE);
+    return `${name} of ${n} range${n === 1 ? "" : "s"}`;
+  }
+  return name;
 }
 
-/** A request that completed with a status other than OK. */
+/**
+ * A request that failed: refused by the driver before it reached the ring
+ * (`code` INVALID_REQUEST, `rule` says which §5.2.6 rule it breaks), completed by the
+ * device with IOERR or UNSUPP (`code` DEVICE_ERROR), or never posted (`code`
+ * NOT_POSTED). The message names the request type as §5.2.6 spells it.
+ */
 export class BlkRequestError extends Error {
   /**
-   * @param type - the request type
-   * @param status - IOERR or UNSUPP (or a driver-side failure: -1)
+   * @param type - the request type (§5.2.6)
+   * @param status - the device's IOERR or UNSUPP; for a request the driver refused, the
+   *   status the device would have answered (§5.2.6.2); -1 when it was never posted
+   * @param message - what failed, naming the request and the rule
+   * @param code - INVALID_REQUEST, DEVICE_ERROR or NOT_POSTED (default: from `status`)
+   * @param rule - for INVALID_REQUEST: the rule broken (e.g. UNALIGNED_LENGTH), else null
    */
   constructor(
     readonly type: number,
     readonly status: number,
     message: string,
+    readonly code: BlkErrorCode = status < 0 ? BlkErrorCode.NOT_POSTED : BlkErrorCode.DEVICE_ERROR,
+    readonly rule: BlkErrorCode | null = null,
   ) {
     super(message);
     this.name = "BlkRequestError";
   }
+}
+
+/** A refusal by the driver (cold path): INVALID_REQUEST with the rule and the would-be status. */
+function refused(
+  type: number,
+  status: number,
+  rule: BlkErrorCode,
+  message: string,
+): BlkRequestError {
+  return new BlkRequestError(type, status, message, BlkErrorCode.INVALID_REQUEST, rule);
 }
 
 /**
@@ -75,6 +115,13 @@ export class BlkRequestError extends Error {
  * or -1 when the driver could not post the request; `bytes` is the data the device wrote.
  */
 export type BlkCallback = (status: number, bytes: number) => void;
+
+/** Bytes of a buffer list. */
+function totalLength(buffers: readonly GuestBuffer[]): number {
+  let n = 0;
+  for (const b of buffers) n += b.len;
+  return n;
+}
 
 /** A discard / write-zeroes range, in 512-byte sectors. */
 export interface BlkRange {
@@ -158,8 +205,15 @@ export class VirtioBlkDriver {
   readonly info: BlkDiskInfo;
   /** Negotiated features. */
   readonly features: bigint;
-  /** Counters. */
-  readonly stats = { submitted: 0, completed: 0, interrupts: 0, kicks: 0, backlogged: 0 };
+  /** Counters (`refused`: requests the driver rejected before they reached a ring). */
+  readonly stats = {
+    submitted: 0,
+    completed: 0,
+    interrupts: 0,
+    kicks: 0,
+    backlogged: 0,
+    refused: 0,
+  };
 
   private readonly slotView: DataView;
   private readonly dirty: Uint8Array;
@@ -199,18 +253,25 @@ export class VirtioBlkDriver {
   /**
    * Probes and initialises a virtio-blk device (§3.1.1, §5.2.5).
    *
-   * @returns the driver, or why it could not bind
+   * @returns the driver, or why it could not bind (`ALREADY_BOUND` when another driver
+   *   drives the device and it was not reset since)
+   * @throws TypeError when `transport` is not a driver-side transport (e.g. the
+   *   device-side `VirtioMmioTransport`, or a `DriverError` from `probe`) or `options`
+   *   lacks `memory` / `allocator`
    */
   static create(
     transport: VirtioDriverTransport,
     options: VirtioBlkDriverOptions,
   ): VirtioBlkDriver | DriverError {
+    checkDriverArguments("VirtioBlkDriver.create", transport, options);
     if (transport.deviceId !== VirtioDeviceId.BLOCK) {
       return new DriverError(
         VirtioErrorCode.WRONG_DEVICE,
         `device id ${transport.deviceId} is not virtio-blk (2)`,
       );
     }
+    const busy = checkVirtioUnbound(transport);
+    if (busy !== undefined) return busy;
     const wanted = WANTED & ~(options.withoutFeatures ?? 0n);
     // MQ: how many queues the device has (read before FEATURES_OK is fine: config is readable after DRIVER).
     const offered = transport.readDeviceFeatures();
@@ -251,6 +312,11 @@ export class VirtioBlkDriver {
     const slots = options.allocator.alloc(slotCount * SLOT_BYTES, 16);
     if (slots < 0)
       return new DriverError(VirtioErrorCode.OUT_OF_MEMORY, "no guest memory for request headers");
+    const taken = bindVirtioDriver(transport, "VirtioBlkDriver");
+    if (taken !== undefined) {
+      options.allocator.free(slots);
+      return taken;
+    }
     return new VirtioBlkDriver(
       transport,
       options.memory,
@@ -284,16 +350,35 @@ export class VirtioBlkDriver {
     return n + this.waiting.length;
   }
 
-  /** Reads `length` bytes (a multiple of 512) at `sector` into a new array. */
+  /**
+   * Reads `length` bytes (a multiple of 512) at `sector` into a new array.
+   *
+   * @returns the bytes; rejects with a {@link BlkRequestError}: INVALID_REQUEST (nothing
+   *   was posted) when `sector` is not a non-negative integer below 2^53, `length` is not
+   *   a positive multiple of 512 (§5.2.6) or the range passes the capacity (§5.2.6.1);
+   *   DEVICE_ERROR when the device answers IOERR/UNSUPP
+   */
   async read(sector: number, length: number): Promise<Uint8Array> {
+    const bad = this.checkTransfer(VirtioBlkType.IN, sector, length);
+    if (bad !== undefined) throw bad;
     const dst = new Uint8Array(length);
     const bounce = this.bounce(length);
     await this.submit(VirtioBlkType.IN, sector, [], [{ addr: bounce, len: length }], dst, bounce);
     return dst;
   }
 
-  /** Writes `data` (a multiple of 512 bytes) at `sector`; resolves once the device acknowledged it. */
+  /**
+   * Writes `data` (a multiple of 512 bytes) at `sector`; resolves once the device
+   * acknowledged it. Rejects like {@link read}, and with INVALID_REQUEST (rule
+   * READ_ONLY) on a disk that offered VIRTIO_BLK_F_RO.
+   */
   async write(sector: number, data: Uint8Array): Promise<void> {
+    if (!(data instanceof Uint8Array))
+      throw new TypeError(
+        `VirtioBlkDriver.write: data must be a Uint8Array, got ${describeValue(data)}`,
+      );
+    const bad = this.checkTransfer(VirtioBlkType.OUT, sector, data.length);
+    if (bad !== undefined) throw bad;
     const bounce = this.bounce(data.length);
     this.memory.write(bounce, data);
     await this.submit(
@@ -306,29 +391,213 @@ export class VirtioBlkDriver {
     );
   }
 
-  /** Reads into guest buffers (zero-copy). @returns bytes read */
+  /** Reads into guest buffers (zero-copy); checked like {@link read}. @returns bytes read */
   readGuest(sector: number, buffers: readonly GuestBuffer[]): Promise<number> {
+    const bad = this.checkTransfer(VirtioBlkType.IN, sector, totalLength(buffers));
+    if (bad !== undefined) return Promise.reject(bad);
     return this.submit(VirtioBlkType.IN, sector, [], [...buffers], null, -1);
   }
 
-  /** Writes guest buffers (zero-copy). */
+  /** Writes guest buffers (zero-copy); checked like {@link write}. */
   async writeGuest(sector: number, buffers: readonly GuestBuffer[]): Promise<void> {
+    const bad = this.checkTransfer(VirtioBlkType.OUT, sector, totalLength(buffers));
+    if (bad !== undefined) throw bad;
     await this.submit(VirtioBlkType.OUT, sector, [...buffers], [], null, -1);
   }
 
-  /** FLUSH: resolves when every write acknowledged before it is durable. */
+  /**
+   * FLUSH: resolves when every write acknowledged before it is durable. Rejects with
+   * INVALID_REQUEST (rule UNSUPPORTED) when VIRTIO_BLK_F_FLUSH was not negotiated.
+   */
   async flush(): Promise<void> {
+    const bad = this.checkType(VirtioBlkType.FLUSH, 0);
+    if (bad !== undefined) throw bad;
     await this.submit(VirtioBlkType.FLUSH, 0, [], [], null, -1);
   }
 
-  /** DISCARD the ranges. */
+  /**
+   * DISCARD the ranges. Rejects with INVALID_REQUEST when DISCARD was not negotiated,
+   * or the ranges break the limits the device reported (`max_discard_seg`,
+   * `max_discard_sectors`, capacity; §5.2.4).
+   */
   async discard(ranges: readonly BlkRange[]): Promise<void> {
+    const bad = this.checkRanges(VirtioBlkType.DISCARD, ranges);
+    if (bad !== undefined) throw bad;
     await this.segments(VirtioBlkType.DISCARD, ranges, false);
   }
 
-  /** WRITE_ZEROES over the ranges; `unmap` lets the device deallocate them. */
+  /**
+   * WRITE_ZEROES over the ranges; `unmap` lets the device deallocate them. Checked like
+   * {@link discard} against the write-zeroes limits.
+   */
   async writeZeroes(ranges: readonly BlkRange[], unmap = false): Promise<void> {
+    const bad = this.checkRanges(VirtioBlkType.WRITE_ZEROES, ranges);
+    if (bad !== undefined) throw bad;
     await this.segments(VirtioBlkType.WRITE_ZEROES, ranges, unmap);
+  }
+
+  // ── Driver-side checks (§5.2.6): an honest caller learns what is wrong before anything
+  // reaches a ring. The device still checks everything itself (a guest may be hostile).
+
+  /** Counts a refusal and returns it. */
+  private refuse(err: BlkRequestError): BlkRequestError {
+    this.stats.refused++;
+    return err;
+  }
+
+  /** Checks an IN/OUT transfer of `length` bytes at `sector`. */
+  private checkTransfer(type: number, sector: number, length: number): BlkRequestError | undefined {
+    const what = describeRequest(type, sector, length);
+    const IOERR = VirtioBlkStatus.IOERR;
+    if (!Number.isSafeInteger(sector) || sector < 0) {
+      return this.refuse(
+        refused(
+          type,
+          IOERR,
+          BlkErrorCode.OUT_OF_RANGE,
+          `${what}: sector must be a non-negative integer below ${SECTOR_LIMIT} (§5.2.6)`,
+        ),
+      );
+    }
+    if (!Number.isSafeInteger(length) || length <= 0 || length % VIRTIO_BLK_SECTOR_SIZE !== 0) {
+      return this.refuse(
+        refused(
+          type,
+          IOERR,
+          BlkErrorCode.UNALIGNED_LENGTH,
+          `${what}: length must be a positive multiple of ${VIRTIO_BLK_SECTOR_SIZE} (§5.2.6)`,
+        ),
+      );
+    }
+    const end = sector + length / VIRTIO_BLK_SECTOR_SIZE;
+    const capacity = this.info.capacity;
+    if (end > capacity) {
+      return this.refuse(
+        refused(
+          type,
+          IOERR,
+          BlkErrorCode.OUT_OF_RANGE,
+          `${what}: request must lie within the capacity of ${capacity} sectors the device reported (§5.2.4, §5.2.6.1), but covers sectors ${sector} to ${end - 1}`,
+        ),
+      );
+    }
+    return this.checkType(type, sector, length);
+  }
+
+  /** Checks that the device takes requests of `type` at all (features, read-only). */
+  private checkType(type: number, sector: number, bytes = 0): BlkRequestError | undefined {
+    const f = this.features;
+    let feature: string | null = null;
+    if (type === VirtioBlkType.FLUSH && !hasFeature(f, VIRTIO_BLK_F_FLUSH))
+      feature = "VIRTIO_BLK_F_FLUSH";
+    else if (type === VirtioBlkType.DISCARD && !hasFeature(f, VIRTIO_BLK_F_DISCARD))
+      feature = "VIRTIO_BLK_F_DISCARD";
+    else if (type === VirtioBlkType.WRITE_ZEROES && !hasFeature(f, VIRTIO_BLK_F_WRITE_ZEROES))
+      feature = "VIRTIO_BLK_F_WRITE_ZEROES";
+    const what = describeRequest(type, sector, bytes);
+    if (feature !== null) {
+      return this.refuse(
+        refused(
+          type,
+          VirtioBlkStatus.UNSUPP,
+          BlkErrorCode.UNSUPPORTED,
+          `${what}: needs ${feature}, which was not negotiated (§5.2.3); the device would answer VIRTIO_BLK_S_UNSUPP`,
+        ),
+      );
+    }
+    const writes =
+      type === VirtioBlkType.OUT ||
+      type === VirtioBlkType.DISCARD ||
+      type === VirtioBlkType.WRITE_ZEROES;
+    if (writes && this.info.readOnly) {
+      return this.refuse(
+        refused(
+          type,
+          VirtioBlkStatus.IOERR,
+          BlkErrorCode.READ_ONLY,
+          `${what}: the device is read-only (VIRTIO_BLK_F_RO, §5.2.3) and answers writes with VIRTIO_BLK_S_IOERR (§5.2.6.2)`,
+        ),
+      );
+    }
+    return undefined;
+  }
+
+  /** Checks DISCARD / WRITE_ZEROES ranges against the limits the device reported (§5.2.4). */
+  private checkRanges(type: number, ranges: readonly BlkRange[]): BlkRequestError | undefined {
+    if (!Array.isArray(ranges))
+      throw new TypeError(
+        `VirtioBlkDriver: ranges must be an array of { sector, sectors }, got ${describeValue(ranges)}`,
+      );
+    const bad = this.checkType(type, 0, ranges.length * VIRTIO_BLK_SEGMENT_SIZE);
+    if (bad !== undefined) return bad;
+    const what = describeRequest(type, 0, ranges.length * VIRTIO_BLK_SEGMENT_SIZE);
+    const discard = type === VirtioBlkType.DISCARD;
+    const maxSeg = discard ? this.info.maxDiscardSeg : this.info.maxWriteZeroesSeg;
+    const maxSectors = discard ? this.info.maxDiscardSectors : this.info.maxWriteZeroesSectors;
+    const field = discard ? "max_discard" : "max_write_zeroes";
+    const IOERR = VirtioBlkStatus.IOERR;
+    if (ranges.length === 0) {
+      return this.refuse(
+        refused(
+          type,
+          IOERR,
+          BlkErrorCode.BAD_SEGMENT_LAYOUT,
+          `${what}: at least one range is needed (§5.2.6)`,
+        ),
+      );
+    }
+    if (ranges.length > maxSeg) {
+      return this.refuse(
+        refused(
+          type,
+          IOERR,
+          BlkErrorCode.TOO_MANY_SEGMENTS,
+          `${what}: at most ${maxSeg} ranges per request (${field}_seg, §5.2.4)`,
+        ),
+      );
+    }
+    const capacity = this.info.capacity;
+    for (let i = 0; i < ranges.length; i++) {
+      const r = ranges[i]!;
+      const sector: unknown = r?.sector;
+      const sectors: unknown = r?.sectors;
+      if (!Number.isSafeInteger(sector) || (sector as number) < 0) {
+        return this.refuse(
+          refused(
+            type,
+            IOERR,
+            BlkErrorCode.OUT_OF_RANGE,
+            `${what}: range ${i} sector must be a non-negative integer below ${SECTOR_LIMIT} (§5.2.6), got ${describeValue(sector)}`,
+          ),
+        );
+      }
+      if (
+        !Number.isSafeInteger(sectors) ||
+        (sectors as number) <= 0 ||
+        (sectors as number) > maxSectors
+      ) {
+        return this.refuse(
+          refused(
+            type,
+            IOERR,
+            BlkErrorCode.SEGMENT_TOO_LARGE,
+            `${what}: range ${i} must cover 1 to ${maxSectors} sectors (${field}_sectors, §5.2.4), got ${describeValue(sectors)}`,
+          ),
+        );
+      }
+      const end = (sector as number) + (sectors as number);
+      if (end > capacity) {
+        return this.refuse(
+          refused(
+            type,
+            IOERR,
+            BlkErrorCode.OUT_OF_RANGE,
+            `${what}: range ${i} must lie within the capacity of ${capacity} sectors the device reported (§5.2.4, §5.2.6.1), but covers sectors ${String(sector)} to ${end - 1}`,
+          ),
+        );
+      }
+    }
+    return undefined;
   }
 
   /** GET_ID: the device's serial string (up to 20 bytes, NUL padding removed). */
@@ -378,10 +647,22 @@ export class VirtioBlkDriver {
     return new Promise<number>((resolve, reject) => {
       this.post(type, sector, out, inBufs, dst, bounce, (status, bytes) => {
         if (status === VirtioBlkStatus.OK) resolve(bytes);
-        else
-          reject(
-            new BlkRequestError(type, status, `request type ${type} failed: ${statusName(status)}`),
+        else {
+          const what = describeRequest(
+            type,
+            sector,
+            totalLength(type === VirtioBlkType.OUT || inBufs.length === 0 ? out : inBufs),
           );
+          reject(
+            new BlkRequestError(
+              type,
+              status,
+              status < 0
+                ? `${what}: not posted (the queue is broken; reset the device)`
+                : `${what}: the device answered ${blkStatusName(status)}`,
+            ),
+          );
+        }
       });
       this.commit();
     });
@@ -397,6 +678,11 @@ export class VirtioBlkDriver {
    * @param out - device-readable data after the header (OUT data, discard segments)
    * @param inBufs - device-writable data before the status byte (IN data, GET_ID)
    * @param done - called once with the status and the data bytes written
+   * @returns `undefined` when the request was queued; a {@link BlkRequestError}
+   *   (INVALID_REQUEST) when the driver refused it — then nothing was posted and `done`
+   *   is never called. IN/OUT are checked like {@link read}/{@link write} (plus the data
+   *   direction, §5.2.6.1), FLUSH/DISCARD/WRITE_ZEROES against the negotiated features;
+   *   discard segments in guest memory are left to the device.
    */
   enqueue(
     type: number,
@@ -404,8 +690,35 @@ export class VirtioBlkDriver {
     out: GuestBuffer[],
     inBufs: GuestBuffer[],
     done: BlkCallback,
-  ): void {
+  ): BlkRequestError | undefined {
+    const bad = this.checkEnqueue(type, sector, out, inBufs);
+    if (bad !== undefined) return bad;
     this.post(type, sector, out, inBufs, null, -1, done);
+    return undefined;
+  }
+
+  private checkEnqueue(
+    type: number,
+    sector: number,
+    out: readonly GuestBuffer[],
+    inBufs: readonly GuestBuffer[],
+  ): BlkRequestError | undefined {
+    if (type !== VirtioBlkType.IN && type !== VirtioBlkType.OUT)
+      return this.checkType(type, sector, totalLength(out));
+    const read = type === VirtioBlkType.IN;
+    const wrong = read ? out : inBufs;
+    if (wrong.length > 0) {
+      const what = describeRequest(type, sector, totalLength(read ? inBufs : out));
+      return this.refuse(
+        refused(
+          type,
+          VirtioBlkStatus.IOERR,
+          BlkErrorCode.DATA_DIRECTION,
+          `${what}: its data must be device-${read ? "writable (inBufs)" : "readable (out)"}, but ${wrong.length} buffer${wrong.length === 1 ? " is" : "s are"} device-${read ? "readable" : "writable"} (§5.2.6.1)`,
+        ),
+      );
+    }
+    return this.checkTransfer(type, sector, totalLength(read ? inBufs : out));
   }
 
   /** Notifies every queue that got requests since the last commit (if the device wants it). */

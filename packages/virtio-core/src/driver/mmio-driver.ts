@@ -6,16 +6,17 @@
  * @module
  */
 
-import type { Bus } from "@pvkit/platform";
+import { type BusAccess, unbindDriver } from "@pvkit/platform";
 import { DriverError, VirtioErrorCode } from "../errors.js";
 import { VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_VERSION, VirtioMmio } from "../spec.js";
+import { type VirtioDeviceLocation, virtioDeviceName } from "./binding.js";
 import type { RingAddresses } from "./driver-queue.js";
 import type { ConfigAccessSize, VirtioDriverTransport } from "./transport.js";
 
 const TWO_32 = 0x1_0000_0000;
 
 /**
- * The driver side of a virtio-mmio device at `base` on a {@link Bus}.
+ * The driver side of a virtio-mmio device at `base` on a bus (a `Bus`, or any `BusAccess`).
  *
  * @example
  * ```ts
@@ -29,10 +30,12 @@ export class VirtioMmioDriverTransport implements VirtioDriverTransport {
   readonly deviceId: number;
   /** VendorID register read at probe time. */
   readonly vendorId: number;
+  /** The bus and the register window, shared by every transport probed at `base`. */
+  readonly location: VirtioDeviceLocation;
   private selected = -1;
 
   private constructor(
-    private readonly bus: Bus,
+    private readonly bus: BusAccess,
     /** Base address of the register window. */
     readonly base: number,
     deviceId: number,
@@ -40,6 +43,12 @@ export class VirtioMmioDriverTransport implements VirtioDriverTransport {
   ) {
     this.deviceId = deviceId;
     this.vendorId = vendorId;
+    const key = `mmio 0x${base.toString(16)}`;
+    this.location = {
+      scope: bus,
+      key,
+      device: `${virtioDeviceName(deviceId)} device at ${key}`,
+    };
   }
 
   /**
@@ -49,7 +58,7 @@ export class VirtioMmioDriverTransport implements VirtioDriverTransport {
    *
    * @returns the transport, or `NO_DEVICE` / `UNSUPPORTED_VERSION`
    */
-  static probe(bus: Bus, base: number): VirtioMmioDriverTransport | DriverError {
+  static probe(bus: BusAccess, base: number): VirtioMmioDriverTransport | DriverError {
     const magic = bus.read("mmio", base + VirtioMmio.MAGIC_VALUE, 4);
     if (magic !== VIRTIO_MMIO_MAGIC) {
       return new DriverError(
@@ -90,10 +99,11 @@ export class VirtioMmioDriverTransport implements VirtioDriverTransport {
     this.selected = index;
   }
 
-  /** §4.2.3.1: writes 0 to Status (one exit). */
+  /** §4.2.3.1: writes 0 to Status (one exit). Ends the driver binding of the device. */
   reset(): void {
     this.w(VirtioMmio.STATUS, 0);
     this.selected = -1; // the device resets QueueSel
+    unbindDriver(this.location.scope, this.location.key);
   }
 
   getStatus(): number {

@@ -47,6 +47,7 @@ import {
   type PciConfigAccess,
   PciConfigOffset,
   probePciBars,
+  unbindDriver,
 } from "@pvkit/platform";
 import { DriverError, VirtioErrorCode } from "../errors.js";
 import {
@@ -65,6 +66,7 @@ import {
   VIRTIO_PCI_VENDOR_ID,
   VirtioPciCapOffset,
 } from "../pci-spec.js";
+import { type VirtioDeviceLocation, virtioDeviceName } from "./binding.js";
 import type { RingAddresses } from "./driver-queue.js";
 import type { ConfigAccessSize, VirtioDriverTransport } from "./transport.js";
 
@@ -154,6 +156,8 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
   readonly notifyOffMultiplier: number;
   /** MSI-X capability, or null. */
   readonly msix: VirtioPciMsixInfo | null;
+  /** The bus and the common configuration's address, shared by every transport probed at this function. */
+  readonly location: VirtioDeviceLocation;
   /** How interrupts arrive now. */
   irqMode: VirtioPciIrqMode = "intx";
 
@@ -191,6 +195,12 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
     this.device = init.device;
     this.notifyOffMultiplier = init.mult;
     this.msix = init.msix;
+    const key = `${init.common.space} 0x${init.common.address.toString(16)}`;
+    this.location = {
+      scope: bus,
+      key,
+      device: `${virtioDeviceName(init.deviceId)} PCI device with common_cfg at ${key}`,
+    };
   }
 
   /**
@@ -360,7 +370,8 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
 
   /**
    * §4.1.4.3.2: writes 0 to device_status and re-reads it until the device reports 0
-   * (Linux `vp_reset`). The device forgets its MSI-X vector mapping too.
+   * (Linux `vp_reset`). The device forgets its MSI-X vector mapping too, and its driver
+   * binding ends.
    */
   reset(): void {
     this.cw(C.DEVICE_STATUS, 1, 0);
@@ -371,6 +382,7 @@ export class VirtioPciDriverTransport implements VirtioDriverTransport {
     this.configVectorSet = false;
     this.softIsr = 0;
     this.notifyAddr.length = 0;
+    unbindDriver(this.location.scope, this.location.key); // the device forgot its driver
   }
 
   getStatus(): number {

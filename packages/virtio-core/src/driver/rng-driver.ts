@@ -19,6 +19,8 @@ import {
   VirtioDeviceId,
 } from "../spec.js";
 import type { GuestAllocator } from "./allocator.js";
+import { bindVirtioDriver, checkVirtioUnbound, unbindVirtioDriver } from "./binding.js";
+import { checkDriverArguments } from "./check.js";
 import type { DriverQueue } from "./driver-queue.js";
 import { initVirtioDevice } from "./init.js";
 import type { VirtioDriverTransport } from "./transport.js";
@@ -141,18 +143,25 @@ export class VirtioRngDriver {
    * Initialises the device behind `transport` (§3.1.1) and returns a driver for it.
    *
    * @returns the driver, or why it could not be set up (wrong device id, feature or
-   *   queue failure)
+   *   queue failure, or `ALREADY_BOUND` when another driver drives the device and it was
+   *   not reset since)
+   * @throws TypeError when `transport` is not a driver-side transport (e.g. the
+   *   device-side `VirtioMmioTransport`, or a `DriverError` from `probe`) or `options`
+   *   lacks `memory` / `allocator`
    */
   static create(
     transport: VirtioDriverTransport,
     options: VirtioRngCreateOptions,
   ): VirtioRngDriver | DriverError {
+    checkDriverArguments("VirtioRngDriver.create", transport, options);
     if (transport.deviceId !== VirtioDeviceId.ENTROPY) {
       return new DriverError(
         VirtioErrorCode.WRONG_DEVICE,
         `device id ${transport.deviceId} is not an entropy device (4, §5.4)`,
       );
     }
+    const busy = checkVirtioUnbound(transport);
+    if (busy !== undefined) return busy;
     const wanted =
       options.features ??
       featureMask(VIRTIO_F_VERSION_1, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC);
@@ -163,6 +172,8 @@ export class VirtioRngDriver {
       queueSizes: [options.queueSize ?? 0],
     });
     if (dev instanceof DriverError) return dev;
+    const taken = bindVirtioDriver(transport, "VirtioRngDriver");
+    if (taken !== undefined) return taken;
     return new VirtioRngDriver({
       transport,
       queue: dev.queues[0]!,
@@ -388,10 +399,12 @@ export class VirtioRngDriver {
   /**
    * Resets the device (§2.4) and takes back every buffer it still held: pending reads
    * reject, buffers return to the allocator, the ring is reinitialised. The device must
-   * be set up again (e.g. a new {@link VirtioRngDriver.create}) before further reads.
+   * be set up again (e.g. a new {@link VirtioRngDriver.create}) before further reads;
+   * the reset releases the device for that new driver.
    */
   reset(): void {
     this.transport.reset();
+    unbindVirtioDriver(this.transport);
     const err = new DriverError(VirtioErrorCode.DEVICE_NEEDS_RESET, "the device was reset");
     for (const t of this.queue.detachUnused()) {
       this.failRequest(t.request, err);

@@ -7,6 +7,7 @@
  */
 
 import type { DriverError } from "../errors.js";
+import type { VirtioDeviceLocation } from "./binding.js";
 import type { RingAddresses } from "./driver-queue.js";
 
 /** Width of a configuration-space access. */
@@ -16,7 +17,16 @@ export type ConfigAccessSize = 1 | 2 | 4;
 export interface VirtioDriverTransport {
   /** §5: the device id found when probing. */
   readonly deviceId: number;
-  /** §2.4: resets the device (writes status 0). */
+  /**
+   * Where the device is (its bus and register window), so that two transports probed at
+   * the same device share one driver binding. Optional: without it the binding is per
+   * transport object.
+   */
+  readonly location?: VirtioDeviceLocation;
+  /**
+   * §2.4: resets the device (writes status 0). The device forgets its driver: the
+   * built-in transports also end the driver binding, so a new driver may bind.
+   */
   reset(): void;
   /** §2.1: reads the device status byte. */
   getStatus(): number;

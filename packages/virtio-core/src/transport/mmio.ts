@@ -4,8 +4,10 @@
  * the guest was told about (device tree or ACPI), and wire its `IrqLine`.
  *
  * Control registers (0x000–0x0fc) take 32-bit aligned accesses only (§4.2.2.2); other
- * widths read as 0 and writes are dropped. The device configuration space (0x100+) takes
- * 8-, 16- and 32-bit accesses (§4.2.2.2).
+ * widths read as 0 and writes are dropped, as QEMU's `virtio_mmio_read` does ("wrong
+ * size access to register!"). The device configuration space (0x100+) takes 8-, 16- and
+ * 32-bit accesses (§4.2.2.2); any other width is refused the same way. Every refused
+ * access is counted in `badAccesses` and explained (`lastIgnored`, `onIgnored`).
  *
  * @module
  */
@@ -28,6 +30,7 @@ import {
   VIRTIO_MMIO_VERSION,
   VirtioMmio,
 } from "../spec.js";
+import { checkTransportOptions } from "./options.js";
 
 /** Size of the register window a virtio-mmio device occupies (registers + config space). */
 export const VIRTIO_MMIO_WINDOW = 0x200;
@@ -42,6 +45,8 @@ export interface VirtioMmioTransportOptions {
   readonly irq: IrqLine;
   /** VendorID register value (default "PVKT"). */
   readonly vendorId?: number;
+  /** Told why a guest access was ignored (diagnostics; must not throw). */
+  readonly onIgnored?: (reason: string) => void;
 }
 
 /**
@@ -61,6 +66,12 @@ export class VirtioMmioTransport implements IoHandler, VirtioInterrupt {
   readonly irq: IrqLine;
   /** Accesses the transport ignored (wrong width, unaligned, read-only register, …). */
   badAccesses = 0;
+  /**
+   * Why the last access of a wrong width or alignment was ignored (offset, size and the
+   * sizes allowed), or `null`.
+   */
+  lastIgnored: string | null = null;
+  private readonly onIgnored: ((reason: string) => void) | undefined;
 
   private readonly vendorId: number;
   private interruptStatus = 0;
@@ -70,7 +81,14 @@ export class VirtioMmioTransport implements IoHandler, VirtioInterrupt {
   private readonly lo: Uint32Array;
   private readonly hi: Uint32Array;
 
+  /**
+   * @param options - the device, guest memory and interrupt line
+   * @throws TypeError when `options`, `device`, `memory` or `irq` is missing or of the
+   *   wrong type (the message names the option, the type expected and the value given)
+   */
   constructor(options: VirtioMmioTransportOptions) {
+    checkTransportOptions("new VirtioMmioTransport", options, true);
+    this.onIgnored = options.onIgnored;
     this.device = options.device;
     this.irq = options.irq;
     this.vendorId = options.vendorId ?? PVKIT_MMIO_VENDOR_ID;
@@ -96,10 +114,15 @@ export class VirtioMmioTransport implements IoHandler, VirtioInterrupt {
   }
 
   read(offset: number, size: AccessSize): number {
-    if (offset >= VirtioMmio.CONFIG)
+    if (offset >= VirtioMmio.CONFIG) {
+      if (size !== 1 && size !== 2 && size !== 4) {
+        this.badWidth("read", offset, size);
+        return 0;
+      }
       return this.device.readConfig(offset - VirtioMmio.CONFIG, size);
+    }
     if (size !== 4 || offset % 4 !== 0) {
-      this.badAccesses++;
+      this.badWidth("read", offset, size);
       return 0;
     }
     const d = this.device;
@@ -148,11 +171,12 @@ export class VirtioMmioTransport implements IoHandler, VirtioInterrupt {
 
   write(offset: number, size: AccessSize, value: number): void {
     if (offset >= VirtioMmio.CONFIG) {
-      this.device.writeConfig(offset - VirtioMmio.CONFIG, size, value);
+      if (size !== 1 && size !== 2 && size !== 4) this.badWidth("write", offset, size);
+      else this.device.writeConfig(offset - VirtioMmio.CONFIG, size, value);
       return;
     }
     if (size !== 4 || offset % 4 !== 0) {
-      this.badAccesses++;
+      this.badWidth("write", offset, size);
       return;
     }
     const d = this.device;
@@ -212,6 +236,24 @@ export class VirtioMmioTransport implements IoHandler, VirtioInterrupt {
         return; // no shared memory regions; selecting one is harmless
       default:
         this.badAccesses++; // read-only or reserved register
+    }
+  }
+
+  /** Counts and explains an access of the wrong width or alignment (§4.2.2.2; cold path). */
+  private badWidth(kind: "read" | "write", offset: number, size: number): void {
+    this.badAccesses++;
+    const at = `0x${offset.toString(16)}`;
+    const rule =
+      offset >= VirtioMmio.CONFIG
+        ? "the device configuration space takes 1-, 2- or 4-byte accesses (§4.2.2.2)"
+        : "control registers take 4-byte accesses at 4-byte-aligned offsets (§4.2.2.2)";
+    const outcome = kind === "read" ? "read as 0" : "write dropped";
+    const reason = `virtio-mmio ${kind} of ${size} bytes at offset ${at} ignored: ${rule}; ${outcome}`;
+    this.lastIgnored = reason;
+    try {
+      this.onIgnored?.(reason);
+    } catch {
+      // Diagnostics must not turn a guest access into a host exception.
     }
   }
 

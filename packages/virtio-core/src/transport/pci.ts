@@ -57,6 +57,7 @@ import {
 } from "../pci-spec.js";
 import { isValidQueueSize } from "../queue/device-queue.js";
 import { hasFeature, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_RING_RESET } from "../spec.js";
+import { checkTransportOptions } from "./options.js";
 
 /** §6: VIRTIO_F_NOTIF_CONFIG_DATA (bit 39): `queue_notify_data` is valid. */
 const VIRTIO_F_NOTIF_CONFIG_DATA = 39;
@@ -330,6 +331,8 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
   readonly capabilities: VirtioPciCapabilityOffsets;
   /** Counters. */
   readonly stats: VirtioPciStats = { ignored: 0, notifications: 0, isrReads: 0 };
+  /** Why the last ignored guest access was ignored, or `null` (see `onIgnored`). */
+  lastIgnored: string | null = null;
 
   private readonly onIgnored: ((reason: string) => void) | undefined;
   private readonly regions: (Region[] | undefined)[] = [
@@ -353,9 +356,13 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
   private readonly latched = new Uint8Array(VIRTIO_PCI_COMMON_CFG_LEN);
 
   /**
-   * @throws Error when the layout is inconsistent (a host configuration mistake)
+   * @throws TypeError when `options`, `device` or `memory` is missing or of the wrong
+   *   type, or `irq` is given but not an IrqLine (the message names the option, the type
+   *   expected and the value given); Error when the layout is inconsistent (a host
+   *   configuration mistake)
    */
   constructor(options: VirtioPciTransportOptions) {
+    checkTransportOptions("new VirtioPciTransport", options, false);
     const device = options.device;
     this.device = device;
     this.numQueues = device.numQueues;
@@ -545,7 +552,12 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
 
   private ignore(reason: string): void {
     this.stats.ignored++;
-    this.onIgnored?.(reason);
+    this.lastIgnored = reason;
+    try {
+      this.onIgnored?.(reason);
+    } catch {
+      // Diagnostics must not turn a guest access into a host exception.
+    }
   }
 
   // ── PciFunction ─────────────────────────────────────────────────────────────────
@@ -560,7 +572,9 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
 
   private region(bar: number, offset: number, size: AccessSize): Region | null {
     if (!(size === 1 || size === 2 || size === 4) || !Number.isInteger(offset) || offset < 0) {
-      this.ignore(`BAR ${bar} access of width ${size} at ${offset}`);
+      this.ignore(
+        `${size}-byte access at BAR ${bar} offset ${Number.isInteger(offset) ? `0x${offset.toString(16)}` : offset}: virtio-pci structures take 1-, 2- or 4-byte accesses at non-negative offsets (§4.1.3.1)`,
+      );
       return null;
     }
     const list = this.regions[bar];

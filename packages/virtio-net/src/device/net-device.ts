@@ -25,6 +25,9 @@
 import {
   completeChecksum,
   ETH_HEADER_LEN,
+  expectArgument,
+  expectOptions,
+  isNetBackendLike,
   NET_META_DATA_VALID,
   NET_META_NEEDS_CSUM,
   type NetBackend,
@@ -306,7 +309,21 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
   private readonly ctrlBuf = new Uint8Array(6);
   private readonly ackByte = new Uint8Array(1);
 
+  /**
+   * @param options - the back-end and what to offer
+   * @throws TypeError when `options` is not an object or `options.backend` is not a
+   *   `NetBackend` (the message names the option, the type expected and the value
+   *   given); RangeError on an MTU, queue-pair count or MAC out of range
+   */
   constructor(options: VirtioNetOptions) {
+    expectOptions("new VirtioNetDevice", options, "{ backend, mac?, mtu?, … }");
+    expectArgument(
+      "new VirtioNetDevice",
+      "options.backend",
+      options.backend,
+      "a NetBackend (e.g. new LoopbackBackend() or switch.createPort(name); attach, detach and send methods)",
+      isNetBackendLike,
+    );
     const mtu = options.mtu ?? 1500;
     if (!Number.isInteger(mtu) || mtu < VIRTIO_NET_MIN_MTU || mtu > 65535)
       throw new RangeError(`MTU ${mtu} is outside 68..65535 (§5.1.4.1)`);

@@ -12,8 +12,11 @@
  * @module
  */
 
-import type { GuestMemory } from "@pvkit/platform";
+import { Emitter, type GuestMemory } from "@pvkit/platform";
 import {
+  bindVirtioDriver,
+  checkDriverArguments,
+  checkVirtioUnbound,
   DriverError,
   type DriverQueue,
   featureMask,
@@ -29,8 +32,6 @@ import {
   type VirtioDriverTransport,
   VirtioErrorCode,
 } from "@pvkit/virtio-core";
-import { EventEmitter } from "events";
-import type TypedEmitter from "typed-emitter";
 import { flowHash } from "../flow.js";
 import {
   VirtioNetConfig as C,
@@ -189,8 +190,6 @@ const WANTED = featureMask(
   VIRTIO_NET_F_CTRL_MAC_ADDR,
 );
 
-const TypedEventEmitter = EventEmitter as unknown as new () => TypedEmitter<VirtioNetDriverEvents>;
-
 /** Per receive queue. */
 class RxRing {
   /** Merged-frame state: buffers still to come, bytes gathered, buffers in it. */
@@ -224,7 +223,7 @@ class TxRing {
 }
 
 /** The guest's virtio-net driver. */
-export class VirtioNetDriver extends TypedEventEmitter {
+export class VirtioNetDriver extends Emitter<VirtioNetDriverEvents> {
   /** Negotiated features. */
   readonly features: bigint;
   /** The MTU (from config with VIRTIO_NET_F_MTU, else 1500). */
@@ -368,18 +367,25 @@ export class VirtioNetDriver extends TypedEventEmitter {
    * Probes and initialises a virtio-net device (§3.1.1, §5.1.5): negotiates, sets up the
    * queues, fills every receive queue, and with MQ asks for the queue pairs it set up.
    *
-   * @returns the driver, or why it could not bind
+   * @returns the driver, or why it could not bind (`ALREADY_BOUND` when another driver
+   *   drives the device and it was not reset since: `transport.reset()` releases it)
+   * @throws TypeError when `transport` is not a driver-side transport or `options` lacks
+   *   `memory` / `allocator`
    */
   static create(
     transport: VirtioDriverTransport,
     options: VirtioNetDriverOptions,
   ): VirtioNetDriver | DriverError {
+    checkDriverArguments("VirtioNetDriver.create", transport, options);
     if (transport.deviceId !== VirtioDeviceId.NET) {
       return new DriverError(
         VirtioErrorCode.WRONG_DEVICE,
         `device id ${transport.deviceId} is not virtio-net (1)`,
       );
     }
+    // One driver per device: refuse before initVirtioDevice resets the other driver's device.
+    const busy = checkVirtioUnbound(transport);
+    if (busy !== undefined) return busy;
     let wanted = WANTED & ~(options.withoutFeatures ?? 0n);
     const offered = transport.readDeviceFeatures();
     // §5.1.3.1: without CTRL_VQ, none of the features that need it.
@@ -443,6 +449,8 @@ export class VirtioNetDriver extends TypedEventEmitter {
       if (e instanceof DriverError) return e;
       throw e;
     }
+    const taken = bindVirtioDriver(transport, "VirtioNetDriver");
+    if (taken !== undefined) return taken;
     if (mq && pairs > 1) void driver.setQueuePairs(pairs);
     return driver;
   }
