@@ -1,6 +1,7 @@
 /**
  * `@pvkit/platform/node`: the Node-only pieces — Ethernet over UDP datagrams
- * (QEMU `-netdev dgram` compatible) and a pcap file writer.
+ * (QEMU `-netdev dgram` compatible), a pcap file writer, and `runTrapWorker`, which runs a
+ * guest in a `worker_thread` over a trap channel with a watchdog.
  *
  * @packageDocumentation
  * @module @pvkit/platform/node
