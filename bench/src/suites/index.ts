@@ -5,10 +5,12 @@
  */
 
 import type { Suite } from "../suite.js";
+import { guestKernelSuite } from "./guest-kernel.js";
 import { hypercallMmuSuite } from "./hypercall-mmu.js";
 import { nicCompareSuite } from "./nic-compare.js";
 import { splitQueueSuite } from "./split-queue.js";
 import { timersSuite } from "./timers.js";
+import { trapChannelSuite } from "./trap-channel.js";
 import { v86GuestSuite } from "./v86-guest.js";
 import { virtioBlkSuite } from "./virtio-blk.js";
 import { virtioNetSuite } from "./virtio-net.js";
@@ -21,5 +23,7 @@ export const suites: readonly Suite[] = [
   virtioNetSuite,
   hypercallMmuSuite,
   timersSuite,
+  guestKernelSuite,
   v86GuestSuite,
+  trapChannelSuite,
 ];
