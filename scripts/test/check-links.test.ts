@@ -31,6 +31,17 @@ describe("the API reference's link check (scripts/check-links.ts)", () => {
     expect(checkLinks(root)).toEqual({ pages: 2, checked: 4, external: 1, broken: [] });
   });
 
+  it("does not check fragments of TypeDoc's script-built hierarchy page, only that it exists", () => {
+    const root = site({
+      "index.html":
+        '<a href="hierarchy.html#@pvkit/platform.Emitter">h</a><a href="gone.html#x">g</a>',
+      "hierarchy.html": "<div></div>",
+    });
+    expect(checkLinks(root).broken).toEqual([
+      { page: "index.html", link: "gone.html#x", reason: "no such file" },
+    ]);
+  });
+
   it("reports a missing page, a missing anchor and a link out of the site", () => {
     const root = site({
       "index.html":

@@ -86,6 +86,8 @@
  * @module
  */
 
+import { yieldToEventLoop } from "./defer.js";
+
 /** Byte length of a trap channel's `SharedArrayBuffer`. */
 export const TRAP_CHANNEL_BYTES = 2560;
 
@@ -347,33 +349,6 @@ export const HAS_WAIT_ASYNC: boolean = typeof waitAsync === "function";
 
 const now: () => number = () => performance.now();
 
-let macrotaskQueue: (() => void)[] | null = null;
-let macrotaskPort: MessagePort | null = null;
-
-/**
- * Yields to the event loop once: `setImmediate` where it exists (Node), else a
- * `MessageChannel` post (browsers), never a clamped `setTimeout`.
- *
- * @returns a promise resolved from a fresh macrotask
- */
-export function yieldToEventLoop(): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (typeof setImmediate === "function") {
-      setImmediate(resolve);
-      return;
-    }
-    if (macrotaskPort === null) {
-      const channel = new MessageChannel();
-      const queue: (() => void)[] = [];
-      channel.port1.onmessage = () => queue.shift()?.();
-      macrotaskQueue = queue;
-      macrotaskPort = channel.port2;
-    }
-    macrotaskQueue!.push(resolve);
-    macrotaskPort.postMessage(0);
-  });
-}
-
 function errorText(error: unknown): string {
   if (error instanceof Error) return error.stack ?? `${error.name}: ${error.message}`;
   return String(error);
@@ -428,7 +403,7 @@ export function pendingLines(bits: ArrayLike<number>): number[] {
 
 /**
  * One trap channel: typed views over its `SharedArrayBuffer`. Create it on the host, send
- * {@link buffer} to the guest's worker (`workerData` or `postMessage`), attach it there,
+ * {@link TrapChannel.buffer} to the guest's worker (`workerData` or `postMessage`), attach it there,
  * then take the guest's {@link port} on one side and the host's {@link server} on the other.
  *
  * @example
@@ -487,7 +462,7 @@ export class TrapChannel {
   /**
    * Views a channel another thread created.
    *
-   * @param buffer - the channel's `SharedArrayBuffer` ({@link buffer} of the creator)
+   * @param buffer - the channel's `SharedArrayBuffer` ({@link TrapChannel.buffer} of the creator)
    * @returns the channel
    * @throws TypeError when `buffer` is not a `SharedArrayBuffer` of a trap channel of this layout version
    */
