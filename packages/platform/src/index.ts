@@ -34,6 +34,7 @@ export {
   type ExitStats,
   type IoHandler,
 } from "./bus.js";
+export { type DeferredTask, defer, yieldToEventLoop } from "./defer.js";
 export { Emitter, type EventMap, type TypedEmitter } from "./emitter.js";
 export { isPlatformError, PlatformError, PlatformErrorCode } from "./errors.js";
 export { IrqLine, type IrqListener } from "./irq.js";
@@ -198,5 +199,4 @@ export {
   type TrapWatchdogTrip,
   TrapWord,
   trapGuestStateName,
-  yieldToEventLoop,
 } from "./trap-channel.js";
