@@ -32,7 +32,16 @@ describe("guest-kernel suite (quick smoke run)", () => {
     expect(rows.some((x) => x.workload === "disk-rand" && x.config === "full-emulation")).toBe(
       false,
     );
-    expect(rows.every((x) => x.runtime === "in-process" && x.opsPerSec.median > 0)).toBe(true);
+    expect(
+      rows.every(
+        (x) => (x.runtime === "in-process" || x.runtime === "threaded") && x.opsPerSec.median > 0,
+      ),
+    ).toBe(true);
+    // The threaded runtime measures the same workloads × presets.
+    for (const c of presets)
+      expect(
+        rows.some((x) => x.runtime === "threaded" && x.config === c && x.workload === "net-stream"),
+      ).toBe(true);
     const pass = (prefix: string): boolean[] =>
       r.checks.filter((c) => c.name.startsWith(prefix)).map((c) => c.pass);
     expect(pass("gettimeofday")).toEqual([true, true, true]);

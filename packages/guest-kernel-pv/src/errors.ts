@@ -29,6 +29,13 @@ export const GuestKernelErrorCode = {
   GUEST_DEADLOCK: "GUEST_DEADLOCK",
   /** `run` was called while another workload was running, or after the guest stopped. */
   BUSY: "BUSY",
+  /**
+   * Threaded runtime: the guest ran without an exit or a heartbeat for the watchdog's
+   * `stallMs` (a spinning guest); its worker was terminated.
+   */
+  GUEST_STALLED: "GUEST_STALLED",
+  /** Threaded runtime: the guest's worker ended without saying why (it crashed or was terminated). */
+  GUEST_DIED: "GUEST_DIED",
 } as const;
 
 /** One of the {@link GuestKernelErrorCode} values. */

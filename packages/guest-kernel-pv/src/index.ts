@@ -127,7 +127,12 @@ export {
   type Workload,
   type WorkloadParams,
 } from "./guest/workloads/index.js";
-export { WarpClock } from "./host/clock.js";
+export {
+  SHARED_CLOCK_BYTES,
+  SharedClock,
+  type SharedClockMode,
+  WarpClock,
+} from "./host/clock.js";
 export {
   BLK_MMIO_BASE,
   DEFAULT_DISK_BYTES,
@@ -142,12 +147,18 @@ export {
 } from "./host/machine.js";
 export { PIC_EOI, PIC_MASTER_CMD, PIC_SPECIFIC_EOI, Pic8259 } from "./host/pic.js";
 export { WriteProtectMirror } from "./host/write-protect.js";
+export { bootKernel, kernelOptionsOf } from "./runtime/boot-kernel.js";
 export { IDLE_WATCHDOG_MS, InProcessCpu } from "./runtime/in-process.js";
 export {
   type BootOptions,
   bootInProcess,
+  checkRun,
+  createHost,
   type ExitsByKind,
   type GuestKernelVm,
+  type GuestVm,
+  makeClock,
+  measureRun,
   type RunTotals,
   type RuntimeKind,
   resultFromGuest,

@@ -351,43 +351,83 @@ export class HypercallClient {
     return this.port.vcpu.vcpuInfoMa;
   }
 
-  /** Sets a port's mask bit in shared memory (no exit). */
+  /** Sets a port's mask bit in shared memory (no exit; `Atomics` when machine memory is shared). */
   maskPort(port: number): void {
-    const b = this.port.hypervisor.machineBytes;
-    b[this.sharedInfo + SharedInfoLayout.evtchn_mask + (port >>> 3)]! |= 1 << (port & 7);
+    const hv = this.port.hypervisor;
+    const at = this.sharedInfo + SharedInfoLayout.evtchn_mask;
+    if (hv.machineShared) Atomics.or(hv.machineWords, (at >>> 2) + (port >>> 5), 1 << (port & 31));
+    else hv.machineBytes[at + (port >>> 3)]! |= 1 << (port & 7);
   }
 
   /** Sets or clears `evtchn_upcall_mask` (the guest's "interrupts off" flag; no exit). */
   setUpcallMask(masked: boolean): void {
-    this.port.hypervisor.machineBytes[this.vcpuInfo + VcpuInfoLayout.evtchn_upcall_mask] = masked
-      ? 1
-      : 0;
+    const hv = this.port.hypervisor;
+    const at = this.vcpuInfo + VcpuInfoLayout.evtchn_upcall_mask;
+    if (hv.machineShared) Atomics.store(hv.machineBytes, at, masked ? 1 : 0);
+    else hv.machineBytes[at] = masked ? 1 : 0;
   }
 
   /** Whether `evtchn_upcall_pending` is set. */
   get upcallPending(): boolean {
-    return (
-      this.port.hypervisor.machineBytes[this.vcpuInfo + VcpuInfoLayout.evtchn_upcall_pending] !== 0
-    );
+    const hv = this.port.hypervisor;
+    const at = this.vcpuInfo + VcpuInfoLayout.evtchn_upcall_pending;
+    return (hv.machineShared ? Atomics.load(hv.machineBytes, at) : hv.machineBytes[at]!) !== 0;
   }
 
   /** Whether a port's pending bit is set. */
   isPending(port: number): boolean {
-    const b = this.port.hypervisor.machineBytes;
-    return (
-      (b[this.sharedInfo + SharedInfoLayout.evtchn_pending + (port >>> 3)]! & (1 << (port & 7))) !==
-      0
-    );
+    const hv = this.port.hypervisor;
+    const at = this.sharedInfo + SharedInfoLayout.evtchn_pending;
+    if (hv.machineShared)
+      return (Atomics.load(hv.machineWords, (at >>> 2) + (port >>> 5)) & (1 << (port & 31))) !== 0;
+    return (hv.machineBytes[at + (port >>> 3)]! & (1 << (port & 7))) !== 0;
   }
 
   /**
    * The guest's event loop (Linux `xen_evtchn_do_upcall` for the 2-level ABI): clear
    * `evtchn_upcall_pending`, take the selector, and for every pending unmasked port clear its
-   * pending bit and call `handler`. Bounded by the ABI's 4096 ports.
+   * pending bit and call `handler`. Bounded by the ABI's 4096 ports. When machine memory is
+   * shared (the hypervisor may set bits from another thread) every word is read and cleared
+   * with `Atomics`, in 32-bit halves of Xen's 64-bit words, lowest port first; otherwise with
+   * plain byte accesses, in the same order.
    *
    * @returns ports handled
    */
   scanEvents(handler: (port: number) => void): number {
+    const hv = this.port.hypervisor;
+    if (!hv.machineShared) return this.scanEventsPlain(handler);
+    const w = hv.machineWords;
+    const info = this.vcpuInfo;
+    const si = this.sharedInfo;
+    Atomics.store(hv.machineBytes, info + VcpuInfoLayout.evtchn_upcall_pending, 0);
+    const selAt = (info + VcpuInfoLayout.evtchn_pending_sel) >>> 2;
+    const pendAt = (si + SharedInfoLayout.evtchn_pending) >>> 2;
+    const maskAt = (si + SharedInfoLayout.evtchn_mask) >>> 2;
+    let handled = 0;
+    for (let half = 0; half < 2; half++) {
+      const sel = Atomics.exchange(w, selAt + half, 0);
+      if (sel === 0) continue;
+      for (let b = 0; b < 32; b++) {
+        if ((sel & (1 << b)) === 0) continue;
+        const word = half * 32 + b;
+        for (let h = 0; h < 2; h++) {
+          const pi = pendAt + word * 2 + h;
+          const ready = Atomics.load(w, pi) & ~Atomics.load(w, maskAt + word * 2 + h);
+          if (ready === 0) continue;
+          Atomics.and(w, pi, ~ready);
+          for (let bit = 0; bit < 32; bit++) {
+            if ((ready & (1 << bit)) === 0) continue;
+            handled++;
+            handler(word * 64 + h * 32 + bit);
+          }
+        }
+      }
+    }
+    return handled;
+  }
+
+  /** {@link scanEvents} over unshared memory: plain byte accesses. */
+  private scanEventsPlain(handler: (port: number) => void): number {
     const b = this.port.hypervisor.machineBytes;
     const info = this.vcpuInfo;
     const si = this.sharedInfo;

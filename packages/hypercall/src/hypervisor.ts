@@ -140,6 +140,8 @@ export class Hypervisor implements HypercallContext {
   readonly machineBytes: Uint8Array;
   /** 32-bit words of machine memory (for `Atomics`, e.g. pvclock). */
   readonly machineWords: Int32Array;
+  /** Machine memory is a `SharedArrayBuffer` (see {@link HypervisorCore.machineShared}). */
+  readonly machineShared: boolean;
   /** The frame table. */
   readonly frames: PageTypeTable;
   /** Machine-to-phys table (`MMU_MACHPHYS_UPDATE`), -1 when unset. */
@@ -193,6 +195,7 @@ export class Hypervisor implements HypercallContext {
     this.machineView = region.view;
     this.machineBytes = region.bytes;
     this.machineWords = new Int32Array(region.bytes.buffer, region.bytes.byteOffset, pages * 1024);
+    this.machineShared = options.shared ?? false;
     this.frames = new PageTypeTable(pages);
     this.m2p = new Float64Array(pages).fill(-1);
     this.clock = options.clock ?? new ManualClock();

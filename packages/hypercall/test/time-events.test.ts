@@ -209,53 +209,60 @@ describe("pvclock", () => {
 });
 
 describe("event channels (2-level)", () => {
-  test("send on an IPI port: pending bit, selector, upcall; masked port: no upcall until unmask", () => {
-    const env = setupPv();
-    const seen: number[] = [];
-    env.v.onUpcall = () => env.client.scanEvents((p) => seen.push(p));
-    env.client.setUpcallMask(false);
-    const a = env.client.bindIpi(0);
-    const b = env.client.bindIpi(0);
-    expect([a, b]).toEqual([1, 2]);
-    expect(env.client.send(a)).toBe(0);
-    expect(seen).toEqual([a]);
-    env.client.maskPort(b);
-    expect(env.client.send(b)).toBe(0);
-    expect(seen).toEqual([a]);
-    expect(env.client.isPending(b)).toBe(true);
-    expect(env.client.upcallPending).toBe(false);
-    // A second send while pending is coalesced; unmask then delivers once.
-    expect(env.client.send(b)).toBe(0);
-    expect(env.client.unmask(b)).toBe(0);
-    expect(env.client.yield()).toBe(0); // upcalls are delivered on the way back to the guest
-    expect(seen).toEqual([a, b]);
-    expect(env.v.upcalls).toBe(2);
-  });
+  // shared: machine memory in a SharedArrayBuffer, the bits updated with Atomics (threaded runtime).
+  test.each([false, true])(
+    "send on an IPI port: pending bit, selector, upcall; masked port: no upcall until unmask (shared %s)",
+    (shared) => {
+      const env = setupPv({ shared });
+      const seen: number[] = [];
+      env.v.onUpcall = () => env.client.scanEvents((p) => seen.push(p));
+      env.client.setUpcallMask(false);
+      const a = env.client.bindIpi(0);
+      const b = env.client.bindIpi(0);
+      expect([a, b]).toEqual([1, 2]);
+      expect(env.client.send(a)).toBe(0);
+      expect(seen).toEqual([a]);
+      env.client.maskPort(b);
+      expect(env.client.send(b)).toBe(0);
+      expect(seen).toEqual([a]);
+      expect(env.client.isPending(b)).toBe(true);
+      expect(env.client.upcallPending).toBe(false);
+      // A second send while pending is coalesced; unmask then delivers once.
+      expect(env.client.send(b)).toBe(0);
+      expect(env.client.unmask(b)).toBe(0);
+      expect(env.client.yield()).toBe(0); // upcalls are delivered on the way back to the guest
+      expect(seen).toEqual([a, b]);
+      expect(env.v.upcalls).toBe(2);
+    },
+  );
 
-  test("interdomain channel delivers to the other domain; closing unbinds", () => {
-    const env = setupPv();
-    const dom2 = env.hv.createDomain({ pages: 64 });
-    const c2 = new HypercallClient(
-      new HypercallPort(env.hv, dom2.vcpus[0]!),
-      new GuestPhys(env.hv, dom2),
-      56 * PAGE_SIZE,
-      8,
-    );
-    const unbound = c2.allocUnbound(env.dom.id);
-    expect(unbound).toBeGreaterThan(0);
-    expect(env.client.bindInterdomain(dom2.id, unbound + 5)).toBe(-XenErrno.EINVAL);
-    expect(env.client.bindInterdomain(99, unbound)).toBe(-XenErrno.ESRCH);
-    const local = env.client.bindInterdomain(dom2.id, unbound);
-    expect(local).toBeGreaterThan(0);
-    const got: number[] = [];
-    dom2.vcpus[0]!.onUpcall = () => c2.scanEvents((p) => got.push(p));
-    c2.setUpcallMask(false);
-    expect(env.client.send(local)).toBe(0);
-    expect(got).toEqual([unbound]);
-    expect(env.client.close(local)).toBe(0);
-    expect(env.client.send(local)).toBe(-XenErrno.EINVAL);
-    expect(c2.send(unbound)).toBe(0); // back to unbound: dropped silently
-  });
+  test.each([false, true])(
+    "interdomain channel delivers to the other domain; closing unbinds (shared %s)",
+    (shared) => {
+      const env = setupPv({ shared });
+      const dom2 = env.hv.createDomain({ pages: 64 });
+      const c2 = new HypercallClient(
+        new HypercallPort(env.hv, dom2.vcpus[0]!),
+        new GuestPhys(env.hv, dom2),
+        56 * PAGE_SIZE,
+        8,
+      );
+      const unbound = c2.allocUnbound(env.dom.id);
+      expect(unbound).toBeGreaterThan(0);
+      expect(env.client.bindInterdomain(dom2.id, unbound + 5)).toBe(-XenErrno.EINVAL);
+      expect(env.client.bindInterdomain(99, unbound)).toBe(-XenErrno.ESRCH);
+      const local = env.client.bindInterdomain(dom2.id, unbound);
+      expect(local).toBeGreaterThan(0);
+      const got: number[] = [];
+      dom2.vcpus[0]!.onUpcall = () => c2.scanEvents((p) => got.push(p));
+      c2.setUpcallMask(false);
+      expect(env.client.send(local)).toBe(0);
+      expect(got).toEqual([unbound]);
+      expect(env.client.close(local)).toBe(0);
+      expect(env.client.send(local)).toBe(-XenErrno.EINVAL);
+      expect(c2.send(unbound)).toBe(0); // back to unbound: dropped silently
+    },
+  );
 
   test("bind_virq errors: out of range, global VIRQ on vCPU≠0, bad vCPU, already bound", () => {
     const env = setupPv();
@@ -279,14 +286,17 @@ describe("event channels (2-level)", () => {
     expect(env.client.bindIpi(0)).toBe(-XenErrno.ENOSPC);
   });
 
-  test("SCHEDOP_block re-enables upcalls and wakes on an event", () => {
-    const env = setupPv();
-    const port = env.client.bindIpi(0);
-    expect(env.client.block()).toBe(0);
-    expect(env.v.blocked).toBe(true);
-    env.hv.setPending(env.dom, port);
-    expect(env.v.blocked).toBe(false);
-  });
+  test.each([false, true])(
+    "SCHEDOP_block re-enables upcalls and wakes on an event (shared %s)",
+    (shared) => {
+      const env = setupPv({ shared });
+      const port = env.client.bindIpi(0);
+      expect(env.client.block()).toBe(0);
+      expect(env.v.blocked).toBe(true);
+      env.hv.setPending(env.dom, port);
+      expect(env.v.blocked).toBe(false);
+    },
+  );
 });
 
 describe("console_io, sched_op, xen_version", () => {

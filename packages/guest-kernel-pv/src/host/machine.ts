@@ -94,6 +94,13 @@ export interface HostMachineOptions {
   readonly shared?: boolean;
   /** Disk size in bytes (a multiple of 512; default 8 MiB). */
   readonly diskBytes?: number;
+  /**
+   * Where the pending-interrupt lines live when the guest runs in another thread: a word of
+   * shared memory (the threaded runtime passes word 0 of its trap channel's pending bitmap),
+   * updated with `Atomics` so the guest can take lines while the host raises them. Default:
+   * a plain field (in-process).
+   */
+  readonly pendingWord?: { readonly words: Int32Array; readonly index: number };
 }
 
 /** The host's counters (cumulative since boot; snapshot with {@link HostMachine.counters}). */
@@ -170,6 +177,9 @@ export class HostMachine {
   private readonly virtio: VirtioDeviceBase[] = [];
   private readonly ramPages: number;
   private pending = 0;
+  private readonly pendingWords: Int32Array | null;
+  private readonly shared: boolean;
+  private readonly pendingIndex: number;
   private exitCount = 0;
   private readonly byOp = new Float64Array(EXIT_OP_COUNT);
   private readonly hypercallsByNr = new Float64Array(NR_HYPERCALLS);
@@ -190,6 +200,9 @@ export class HostMachine {
   constructor(options: HostMachineOptions) {
     const config = options.config;
     this.config = config;
+    this.pendingWords = options.pendingWord?.words ?? null;
+    this.shared = options.shared ?? false;
+    this.pendingIndex = options.pendingWord?.index ?? 0;
     const ramBytes = options.ramBytes ?? DEFAULT_RAM_BYTES;
     if (!Number.isSafeInteger(ramBytes) || ramBytes % PAGE_BYTES !== 0 || ramBytes < 4 << 20) {
       throw new RangeError(
@@ -585,8 +598,11 @@ export class HostMachine {
 
   private raise(line: number): void {
     const bit = 1 << line;
-    if ((this.pending & bit) !== 0) return;
-    this.pending |= bit;
+    const words = this.pendingWords;
+    if (words === null) {
+      if ((this.pending & bit) !== 0) return;
+      this.pending |= bit;
+    } else if ((Atomics.or(words, this.pendingIndex, bit) & bit) !== 0) return;
     this.interrupts++;
     this.onInterrupt?.(line);
   }
@@ -594,10 +610,15 @@ export class HostMachine {
   /** Raises the upcall line when Xen marked `evtchn_upcall_pending` and upcalls are not masked. */
   private syncUpcall(): void {
     const info = this.vcpuInfo;
-    if (
-      info[VcpuInfoLayout.evtchn_upcall_pending] !== 0 &&
-      info[VcpuInfoLayout.evtchn_upcall_mask] === 0
-    ) {
+    // Shared memory: single-byte atomics (the guest in another thread clears these flags).
+    const pending = this.shared
+      ? Atomics.load(info, VcpuInfoLayout.evtchn_upcall_pending)
+      : info[VcpuInfoLayout.evtchn_upcall_pending]!;
+    if (pending === 0) return;
+    const masked = this.shared
+      ? Atomics.load(info, VcpuInfoLayout.evtchn_upcall_mask)
+      : info[VcpuInfoLayout.evtchn_upcall_mask]!;
+    if (masked === 0) {
       this.raise(IrqLineNo.EVTCHN);
     }
   }
@@ -610,11 +631,14 @@ export class HostMachine {
 
   /** The pending lines, without taking them. */
   pendingInterrupts(): number {
-    return this.pending;
+    const words = this.pendingWords;
+    return words === null ? this.pending : Atomics.load(words, this.pendingIndex);
   }
 
   /** Takes the pending lines (the guest acknowledges the injected interrupts). */
   takeInterrupts(): number {
+    const words = this.pendingWords;
+    if (words !== null) return Atomics.exchange(words, this.pendingIndex, 0);
     const p = this.pending;
     this.pending = 0;
     return p;
@@ -658,7 +682,7 @@ export class HostMachine {
   idle(): number {
     for (const s of this.levelSources) if (s.irq.level) this.backendSend(s.port);
     this.pollTimers();
-    return this.pending;
+    return this.pendingInterrupts();
   }
 
   // ---------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@
  */
 
 import { type Clock, Hypercall, ManualClock, RealClock } from "@pvkit/hypercall";
-import { guestMemoryViews } from "../boot.js";
 import {
   type ConfigName,
   type KernelConfig,
@@ -18,17 +17,18 @@ import {
 } from "../config.js";
 import { GuestKernelError, GuestKernelErrorCode } from "../errors.js";
 import { EXIT_OP_NAMES, ExitOp } from "../exit.js";
-import { type GuestRunResult, Kernel, type KernelOptions } from "../guest/kernel.js";
+import type { GuestRunResult, Kernel, KernelOptions } from "../guest/kernel.js";
 import type { Program, ReportValue } from "../guest/user.js";
 import { checkWorkload, type WorkloadParams } from "../guest/workloads/index.js";
-import { WarpClock } from "../host/clock.js";
-import { HostMachine } from "../host/machine.js";
+import { SharedClock, WarpClock } from "../host/clock.js";
+import { HostMachine, type HostMachineOptions } from "../host/machine.js";
+import { bootKernel } from "./boot-kernel.js";
 import { InProcessCpu } from "./in-process.js";
 
 /** Which runtime ran a workload. */
 export type RuntimeKind = "in-process" | "threaded";
 
-/** Options of {@link bootInProcess}. */
+/** Options of {@link bootInProcess} (and of the threaded runtime's `bootThreaded`). */
 export interface BootOptions extends KernelOptions {
   /** A preset name or a configuration object. */
   readonly config: ConfigName | KernelConfig | string;
@@ -38,7 +38,8 @@ export interface BootOptions extends KernelOptions {
   readonly diskBytes?: number;
   /**
    * The clock: `"manual"` (default: time moves only when the guest idles — deterministic),
-   * `"warp"` (real time that skips the guest's idle periods), `"real"`, or a `Clock`.
+   * `"warp"` (real time that skips the guest's idle periods), `"real"`, or a `Clock`
+   * (in-process only: a clock object cannot be read from the guest's thread).
    */
   readonly clock?: "manual" | "warp" | "real" | Clock;
 }
@@ -157,16 +158,14 @@ export function resultFromGuest(
   };
 }
 
-/** A booted guest. */
-export interface GuestKernelVm {
+/** A booted guest, whatever the runtime. */
+export interface GuestVm {
   /** The configuration. */
   readonly config: ResolvedConfig;
   /** The runtime. */
   readonly runtime: RuntimeKind;
   /** The host (its devices, counters, fault injection). */
   readonly host: HostMachine;
-  /** The guest kernel (in-process only: the threaded runtime has it in a worker). */
-  readonly kernel: Kernel;
   /**
    * Runs a workload to completion.
    *
@@ -176,16 +175,45 @@ export interface GuestKernelVm {
    */
   run(workload: string, params?: WorkloadParams): Promise<WorkloadResult>;
   /**
-   * Runs any program as the first process (in-process runtime only: a program is code, not
-   * data, and cannot be sent to a worker).
+   * Runs any program as the first process. In-process: a generator function. Threaded: a
+   * program is code, not data, and cannot be sent to a worker — pass the name of a program
+   * the worker's entry registered (`startThreadedGuest(…, { programs })`).
    *
-   * @param program - a generator function `(u) => …` yielding system calls
+   * @param program - a generator function `(u) => …` yielding system calls, or (threaded)
+   *   a registered program's name
    * @param label - its name in the result
    */
-  runProgram(program: Program, label?: string): Promise<WorkloadResult>;
+  runProgram(program: Program | string, label?: string): Promise<WorkloadResult>;
+  /** Releases the guest: in-process nothing to do; threaded, the worker ends (terminated if it must). */
+  close(): Promise<void>;
 }
 
-function makeClock(c: BootOptions["clock"]): Clock {
+/** A guest booted in-process: its kernel is an object on this thread. */
+export interface GuestKernelVm extends GuestVm {
+  /** The runtime. */
+  readonly runtime: "in-process";
+  /** The guest kernel (its page database, counters). */
+  readonly kernel: Kernel;
+}
+
+/**
+ * Makes the host's clock for `BootOptions.clock`.
+ *
+ * @param c - the option
+ * @param shared - the guest runs in another thread: the clock must be a {@link SharedClock}
+ * @returns the clock
+ * @throws GuestKernelError `BAD_CONFIG` for anything else, or a `Clock` object with `shared`
+ */
+export function makeClock(c: BootOptions["clock"], shared = false): Clock {
+  if (shared) {
+    if (c === undefined || c === "manual") return SharedClock.create("manual");
+    if (c === "warp" || c === "real") return SharedClock.create(c);
+    if (c instanceof SharedClock) return c;
+    throw new GuestKernelError(
+      GuestKernelErrorCode.BAD_CONFIG,
+      `the threaded runtime's clock must be "manual", "warp", "real" or a SharedClock (the guest's thread reads it), got ${typeof c === "object" && c !== null ? "a Clock object" : String(c)}`,
+    );
+  }
   if (c === undefined || c === "manual") return new ManualClock(1_000_000_000);
   if (c === "warp") return new WarpClock();
   if (c === "real") return new RealClock();
@@ -197,6 +225,82 @@ function makeClock(c: BootOptions["clock"]): Clock {
 }
 
 /**
+ * Builds the host for boot options: checks the configuration and the clock, then the
+ * machine. Everything here throws before any guest code runs (before a worker starts).
+ *
+ * @param options - the boot options
+ * @param extra - runtime-specific machine options (`shared`, `pendingWord`)
+ * @returns the host
+ * @throws GuestKernelError `UNKNOWN_CONFIG` / `BAD_CONFIG`; RangeError for a RAM or disk size
+ *   that is not whole pages / sectors
+ */
+export function createHost(
+  options: BootOptions,
+  extra: Pick<HostMachineOptions, "shared" | "pendingWord"> = {},
+): HostMachine {
+  const config = resolveConfig(options.config);
+  return new HostMachine({
+    config,
+    clock: makeClock(options.clock, extra.shared === true),
+    ...(options.ramBytes === undefined ? {} : { ramBytes: options.ramBytes }),
+    ...(options.diskBytes === undefined ? {} : { diskBytes: options.diskBytes }),
+    ...extra,
+  });
+}
+
+/**
+ * Runs one workload on the guest (however the runtime reaches it) and measures it from
+ * both sides: the host's counters and its `HostResponder` before and after, the wall time,
+ * and the guest's own meter, combined with {@link resultFromGuest}.
+ *
+ * @param host - the host
+ * @param runtime - which runtime
+ * @param body - runs the workload on the guest and returns what the guest counted
+ * @returns the result
+ */
+export async function measureRun(
+  host: HostMachine,
+  runtime: RuntimeKind,
+  body: () => Promise<GuestRunResult>,
+): Promise<WorkloadResult> {
+  const before = host.counters();
+  const r = host.responder.stats;
+  const udpBytes = r.udpBytes;
+  const udpDatagrams = r.udpDatagrams;
+  const echoReplies = r.echoReplies;
+  const t0 = performance.now();
+  const g = await body();
+  const elapsedNs = Math.round((performance.now() - t0) * 1e6);
+  const after = host.counters();
+  return resultFromGuest(
+    host.config,
+    runtime,
+    g,
+    {
+      hostExits: after.exits - before.exits,
+      guestExits: g.run.exits,
+      rejectedExits: after.rejected - before.rejected,
+      hostInterrupts: after.interrupts - before.interrupts,
+      elapsedNs,
+    },
+    {
+      udpBytes: r.udpBytes - udpBytes,
+      udpDatagrams: r.udpDatagrams - udpDatagrams,
+      echoReplies: r.echoReplies - echoReplies,
+    },
+  );
+}
+
+/**
+ * Checks a workload against the configuration before it is sent to the guest.
+ *
+ * @throws GuestKernelError `UNKNOWN_WORKLOAD`, `BAD_PARAMS`, `MISSING_DEVICE`
+ */
+export function checkRun(config: ResolvedConfig, workload: string, params: WorkloadParams): void {
+  checkWorkload(workload, params, config.name, config.net !== undefined, config.blk !== undefined);
+}
+
+/**
  * Boots a guest kernel in-process: builds the host for the configuration, the CPU, and the
  * kernel (which probes its devices and binds its interrupts).
  *
@@ -204,65 +308,27 @@ function makeClock(c: BootOptions["clock"]): Clock {
  *   `GuestPanic` when the guest cannot boot
  */
 export async function bootInProcess(options: BootOptions): Promise<GuestKernelVm> {
-  const config = resolveConfig(options.config);
-  const host = new HostMachine({
-    config,
-    clock: makeClock(options.clock),
-    ...(options.ramBytes === undefined ? {} : { ramBytes: options.ramBytes }),
-    ...(options.diskBytes === undefined ? {} : { diskBytes: options.diskBytes }),
-  });
-  const cpu = new InProcessCpu(host);
-  const kernel = new Kernel(
-    cpu,
-    host.bootInfo,
-    guestMemoryViews(host.backing, host.bootInfo.memory),
-    options,
-  );
-  const measured = async (body: () => Promise<GuestRunResult>): Promise<WorkloadResult> => {
-    const before = host.counters();
-    const r = host.responder.stats;
-    const udpBytes = r.udpBytes;
-    const udpDatagrams = r.udpDatagrams;
-    const echoReplies = r.echoReplies;
-    const t0 = performance.now();
-    const g = await body();
-    const elapsedNs = Math.round((performance.now() - t0) * 1e6);
-    const after = host.counters();
-    return resultFromGuest(
-      config,
-      "in-process",
-      g,
-      {
-        hostExits: after.exits - before.exits,
-        guestExits: g.run.exits,
-        rejectedExits: after.rejected - before.rejected,
-        hostInterrupts: after.interrupts - before.interrupts,
-        elapsedNs,
-      },
-      {
-        udpBytes: r.udpBytes - udpBytes,
-        udpDatagrams: r.udpDatagrams - udpDatagrams,
-        echoReplies: r.echoReplies - echoReplies,
-      },
-    );
-  };
+  const host = createHost(options);
+  const config = host.config;
+  const kernel = bootKernel(new InProcessCpu(host), host.bootInfo, host.backing, options);
   return {
     config,
     runtime: "in-process",
     host,
     kernel,
     async run(workload: string, params: WorkloadParams = {}): Promise<WorkloadResult> {
-      checkWorkload(
-        workload,
-        params,
-        config.name,
-        config.net !== undefined,
-        config.blk !== undefined,
-      );
-      return measured(() => kernel.run(workload, params));
+      checkRun(config, workload, params);
+      return measureRun(host, "in-process", () => kernel.run(workload, params));
     },
-    runProgram(program: Program, label = "program"): Promise<WorkloadResult> {
-      return measured(() => kernel.runProgram(program, label));
+    async runProgram(program: Program | string, label = "program"): Promise<WorkloadResult> {
+      if (typeof program === "string") {
+        throw new GuestKernelError(
+          GuestKernelErrorCode.BAD_PARAMS,
+          `in-process, runProgram takes a generator function, not a name ("${program}")`,
+        );
+      }
+      return measureRun(host, "in-process", () => kernel.runProgram(program, label));
     },
+    async close(): Promise<void> {},
   };
 }

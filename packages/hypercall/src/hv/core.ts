@@ -82,6 +82,11 @@ export interface HypervisorCore {
   readonly machineBytes: Uint8Array;
   /** 32-bit words of machine memory (for `Atomics`, e.g. pvclock). */
   readonly machineWords: Int32Array;
+  /**
+   * Machine memory is a `SharedArrayBuffer` (a guest may run in another thread): the
+   * event-channel bits are then updated with `Atomics`, else with plain accesses.
+   */
+  readonly machineShared: boolean;
   /** The frame table (`frame_table`, `struct page_info`; reference §2.4). */
   readonly frames: PageTypeTable;
   /** Machine-to-phys table (`MMU_MACHPHYS_UPDATE`), -1 when unset. */

@@ -57,8 +57,28 @@ const ENOENT = -XenErrno.ENOENT;
 const EEXIST = -XenErrno.EEXIST;
 const ENOSPC = -XenErrno.ENOSPC;
 
-/** `test_and_set_bit` on machine memory: sets bit `bit` from byte `ma`, returns the old bit. */
-function bitTestSet(bytes: Uint8Array, ma: number, bit: number): boolean {
+/*
+ * Bit operations on the shared-info page and `vcpu_info`. The guest scans and clears these
+ * bits without an exit — from another thread in the threaded runtime (machine memory in a
+ * `SharedArrayBuffer`, `HypervisorCore.machineShared`) — so there every read-modify-write
+ * is one `Atomics` operation on the aligned little-endian 32-bit word holding the bit
+ * (`Atomics.or` / `Atomics.and` return the old word, as Xen's `test_and_set_bit` /
+ * `test_and_clear_bit` are `lock bts` / `lock btr`): bit `n` of a bitmap at byte `ma` is
+ * bit `n & 31` of word `(ma >> 2) + (n >> 5)` on a little-endian host (the byte order the
+ * pvclock words already assume; the guest kernel's scan reads the same words). The
+ * one-byte flags (`evtchn_upcall_pending`, `evtchn_upcall_mask`) are single-byte `Atomics`
+ * loads and stores, as the guest writes them. On an `ArrayBuffer` (in-process, one thread)
+ * the same bits are plain byte accesses: `Atomics` on unshared memory costs about ten
+ * times a plain access in V8 and buys nothing there.
+ */
+
+/** `test_and_set_bit` on machine memory: sets bit `bit` of the bitmap at `ma` (4-aligned), returns the old bit. */
+function bitTestSet(hv: HypervisorCore, ma: number, bit: number): boolean {
+  if (hv.machineShared) {
+    const m = 1 << (bit & 31);
+    return (Atomics.or(hv.machineWords, (ma >>> 2) + (bit >>> 5), m) & m) !== 0;
+  }
+  const bytes = hv.machineBytes;
   const at = ma + (bit >>> 3);
   const m = 1 << (bit & 7);
   const old = bytes[at]!;
@@ -67,12 +87,19 @@ function bitTestSet(bytes: Uint8Array, ma: number, bit: number): boolean {
 }
 
 /** `test_bit` on machine memory. */
-function bitTest(bytes: Uint8Array, ma: number, bit: number): boolean {
-  return (bytes[ma + (bit >>> 3)]! & (1 << (bit & 7))) !== 0;
+function bitTest(hv: HypervisorCore, ma: number, bit: number): boolean {
+  if (hv.machineShared)
+    return (Atomics.load(hv.machineWords, (ma >>> 2) + (bit >>> 5)) & (1 << (bit & 31))) !== 0;
+  return (hv.machineBytes[ma + (bit >>> 3)]! & (1 << (bit & 7))) !== 0;
 }
 
 /** `test_and_clear_bit` on machine memory: clears the bit, returns the old bit. */
-function bitTestClear(bytes: Uint8Array, ma: number, bit: number): boolean {
+function bitTestClear(hv: HypervisorCore, ma: number, bit: number): boolean {
+  if (hv.machineShared) {
+    const m = 1 << (bit & 31);
+    return (Atomics.and(hv.machineWords, (ma >>> 2) + (bit >>> 5), ~m) & m) !== 0;
+  }
+  const bytes = hv.machineBytes;
   const at = ma + (bit >>> 3);
   const m = 1 << (bit & 7);
   const old = bytes[at]!;
@@ -80,9 +107,20 @@ function bitTestClear(bytes: Uint8Array, ma: number, bit: number): boolean {
   return (old & m) !== 0;
 }
 
+/** Reads a one-byte flag of `vcpu_info` (atomically when shared). */
+function flagGet(hv: HypervisorCore, at: number): number {
+  return hv.machineShared ? Atomics.load(hv.machineBytes, at) : hv.machineBytes[at]!;
+}
+
+/** Writes a one-byte flag of `vcpu_info` (atomically when shared). */
+function flagSet(hv: HypervisorCore, at: number, value: number): void {
+  if (hv.machineShared) Atomics.store(hv.machineBytes, at, value);
+  else hv.machineBytes[at] = value;
+}
+
 /** `vcpu_mark_events_pending`: sets `evtchn_upcall_pending` and wakes a blocked vCPU. */
-function markEventsPending(bytes: Uint8Array, v: Vcpu): void {
-  bytes[v.vcpuInfoMa + VcpuInfoLayout.evtchn_upcall_pending] = 1;
+function markEventsPending(hv: HypervisorCore, v: Vcpu): void {
+  flagSet(hv, v.vcpuInfoMa + VcpuInfoLayout.evtchn_upcall_pending, 1);
   v.blocked = false;
 }
 
@@ -107,13 +145,12 @@ function portValid(d: Domain, port: number): boolean {
  * @param port - the port
  */
 export function evtchnSetPending(hv: HypervisorCore, d: Domain, port: number): void {
-  const bytes = hv.machineBytes;
   const si = d.sharedInfoMa;
-  if (bitTestSet(bytes, si + SharedInfoLayout.evtchn_pending, port)) return;
-  if (bitTest(bytes, si + SharedInfoLayout.evtchn_mask, port)) return;
+  if (bitTestSet(hv, si + SharedInfoLayout.evtchn_pending, port)) return;
+  if (bitTest(hv, si + SharedInfoLayout.evtchn_mask, port)) return;
   const v = d.vcpus[d.portVcpu[port]!] ?? d.vcpus[0]!;
-  if (!bitTestSet(bytes, v.vcpuInfoMa + VcpuInfoLayout.evtchn_pending_sel, port >>> 6)) {
-    markEventsPending(bytes, v);
+  if (!bitTestSet(hv, v.vcpuInfoMa + VcpuInfoLayout.evtchn_pending_sel, port >>> 6)) {
+    markEventsPending(hv, v);
   }
 }
 
@@ -128,16 +165,15 @@ export function evtchnSetPending(hv: HypervisorCore, d: Domain, port: number): v
 export function deliverEventUpcall(hv: HypervisorCore, v: Vcpu): void {
   if (v.inUpcall) return;
   const info = v.vcpuInfoMa;
-  const bytes = hv.machineBytes;
   v.inUpcall = true;
   for (let round = 0; round < 16; round++) {
-    if (bytes[info + VcpuInfoLayout.evtchn_upcall_pending] === 0) break;
-    if (bytes[info + VcpuInfoLayout.evtchn_upcall_mask] !== 0) break;
-    bytes[info + VcpuInfoLayout.evtchn_upcall_mask] = 1;
+    if (flagGet(hv, info + VcpuInfoLayout.evtchn_upcall_pending) === 0) break;
+    if (flagGet(hv, info + VcpuInfoLayout.evtchn_upcall_mask) !== 0) break;
+    flagSet(hv, info + VcpuInfoLayout.evtchn_upcall_mask, 1);
     v.upcalls++;
     const handler = v.onUpcall;
     if (handler !== null) handler(v);
-    bytes[info + VcpuInfoLayout.evtchn_upcall_mask] = 0;
+    flagSet(hv, info + VcpuInfoLayout.evtchn_upcall_mask, 0);
     if (handler === null) break;
   }
   v.inUpcall = false;
@@ -279,15 +315,14 @@ export function doEventChannelOp(hv: HypercallContext, v: Vcpu): number {
       const port = hv.readGuestU32(d, arg);
       if (port < 0) return EFAULT;
       if (!portValid(d, port)) return hv.fail(EINVAL, `unmask of invalid port ${port}`);
-      const bytes = hv.machineBytes;
       const si = d.sharedInfoMa;
       const target = d.vcpus[d.portVcpu[port]!] ?? v;
       if (
-        bitTestClear(bytes, si + SharedInfoLayout.evtchn_mask, port) &&
-        bitTest(bytes, si + SharedInfoLayout.evtchn_pending, port) &&
-        !bitTestSet(bytes, target.vcpuInfoMa + VcpuInfoLayout.evtchn_pending_sel, port >>> 6)
+        bitTestClear(hv, si + SharedInfoLayout.evtchn_mask, port) &&
+        bitTest(hv, si + SharedInfoLayout.evtchn_pending, port) &&
+        !bitTestSet(hv, target.vcpuInfoMa + VcpuInfoLayout.evtchn_pending_sel, port >>> 6)
       ) {
-        markEventsPending(bytes, target);
+        markEventsPending(hv, target);
       }
       return 0;
     }
@@ -308,7 +343,7 @@ export function doEventChannelOp(hv: HypercallContext, v: Vcpu): number {
       }
       d.portState[port] = ECS_FREE;
       d.portRemoteDom[port] = -1;
-      bitTestClear(hv.machineBytes, d.sharedInfoMa + SharedInfoLayout.evtchn_pending, port);
+      bitTestClear(hv, d.sharedInfoMa + SharedInfoLayout.evtchn_pending, port);
       return 0;
     }
     default:

@@ -34,8 +34,14 @@ export function doSchedOp(hv: HypercallContext, v: Vcpu): number {
       // Blocking re-enables event delivery; pending work means no sleep.
       const bytes = hv.machineBytes;
       const info = v.vcpuInfoMa;
-      bytes[info + VcpuInfoLayout.evtchn_upcall_mask] = 0;
-      v.blocked = bytes[info + VcpuInfoLayout.evtchn_upcall_pending] === 0;
+      if (hv.machineShared) {
+        // Single-byte atomics: the guest writes these flags from its own thread.
+        Atomics.store(bytes, info + VcpuInfoLayout.evtchn_upcall_mask, 0);
+        v.blocked = Atomics.load(bytes, info + VcpuInfoLayout.evtchn_upcall_pending) === 0;
+      } else {
+        bytes[info + VcpuInfoLayout.evtchn_upcall_mask] = 0;
+        v.blocked = bytes[info + VcpuInfoLayout.evtchn_upcall_pending] === 0;
+      }
       return 0;
     }
     case SCHEDOP_shutdown: {
