@@ -16,6 +16,9 @@
  * - DMA writes report their range to v86's JIT (`jit_dirty_cache`), keeping compiled code
  *   coherent with what devices write.
  * - 16-bit MMIO writes, which v86 splits into two byte writes, reach the device whole.
+ * - Wake-ups: an interrupt raised on a halted CPU is taken inside `device_raise_irq` and
+ *   v86 schedules the next slice with `setImmediate` (`stop_idling`); the adapter counts
+ *   slices and such raises in {@link PvkitV86.wakeups}.
  *
  * @module
  */
@@ -144,6 +147,31 @@ export interface PvkitV86 {
   readonly pci: readonly AttachedPciFunction[];
   /** Attached virtio-mmio devices, in spec order. */
   readonly mmio: readonly AttachedMmioDevice[];
+  /** How interrupts from pvkit devices reached this CPU (halted or not, at once or not). */
+  readonly wakeups: V86WakeupStats;
+}
+
+/**
+ * How interrupts from pvkit devices reached this v86 CPU (see {@link attachPvkit}), for
+ * tests and traces. Counters only grow.
+ */
+export interface V86WakeupStats {
+  /** Slices of v86's CPU loop run so far (`main_loop` calls: guest code between two event-loop turns). */
+  slices: number;
+  /** Interrupts pvkit raised on this CPU while it was halted. */
+  haltedRaises: number;
+  /**
+   * Of those, how many left the CPU still halted: the interrupt did not reach the guest at
+   * once (masked, or the line routed nowhere). v86 takes an interrupt raised on a halted CPU
+   * inside `device_raise_irq` and schedules the next slice with `setImmediate`.
+   */
+  stillHalted: number;
+  /**
+   * Of {@link haltedRaises}, how many were raised while another v86 CPU on this thread was
+   * executing (a frame from that guest, through a switch): this guest runs once that
+   * guest's slice ends.
+   */
+  crossGuest: number;
 }
 
 /**
@@ -221,7 +249,8 @@ export function attachPvkit(emulator: V86Emulator, options: AttachPvkitOptions):
   const bus = options.bus ?? new Bus();
   const memory = v86GuestMemory(cpu);
   const host = new PciHost(bus);
-  const lines = new SharedLines(cpu);
+  const slice = watchSlices(cpu);
+  const lines = new SharedLines(cpu, slice);
   const mmioBase = options.mmioBase ?? DEFAULT_V86_MMIO_BASE;
   const granules = new Set<number>();
   let nextBar = mmioBase;
@@ -305,7 +334,48 @@ export function attachPvkit(emulator: V86Emulator, options: AttachPvkitOptions):
   }
   if (granules.size > 0) mapMmio(cpu, bus, granules);
 
-  return { memory, bus, pciHost: host, pci, mmio };
+  return { memory, bus, pciHost: host, pci, mmio, wakeups: slice.stats };
+}
+
+/** A CPU's wake-up accounting. */
+interface SliceWatch {
+  readonly cpu: V86Cpu;
+  readonly stats: V86WakeupStats;
+}
+
+/** The CPU whose slice is executing now (its `main_loop` is on the stack), if pvkit watches it. */
+let runningSlice: SliceWatch | null = null;
+
+/**
+ * Counts the CPU's slices and notes which CPU is executing (several emulators can share one
+ * JavaScript thread; only one runs at a time) by wrapping `main_loop`. A test double
+ * without it gets zero slices.
+ */
+function watchSlices(cpu: V86Cpu): SliceWatch {
+  const watch: SliceWatch = {
+    cpu,
+    stats: { slices: 0, haltedRaises: 0, stillHalted: 0, crossGuest: 0 },
+  };
+  const mainLoop = cpu.main_loop;
+  if (mainLoop === undefined) return watch;
+  cpu.main_loop = () => {
+    const outer = runningSlice;
+    runningSlice = watch;
+    watch.stats.slices++;
+    try {
+      return mainLoop.call(cpu);
+    } finally {
+      runningSlice = outer;
+    }
+  };
+  return watch;
+}
+
+/** Accounts for an interrupt pvkit raised on `target` while it was halted. */
+function noteHaltedRaise(target: SliceWatch): void {
+  target.stats.haltedRaises++;
+  if (target.cpu.in_hlt?.[0]) target.stats.stillHalted++;
+  if (runningSlice !== null && runningSlice !== target) target.stats.crossGuest++;
 }
 
 /**
@@ -485,14 +555,20 @@ function mapMmio(cpu: V86Cpu, bus: Bus, granules: Set<number>): void {
 class SharedLines {
   private readonly high = new Map<number, number>();
 
-  constructor(private readonly cpu: V86Cpu) {}
+  constructor(
+    private readonly cpu: V86Cpu,
+    private readonly slice: SliceWatch,
+  ) {}
 
   private set(line: number, level: boolean): void {
     const count = this.high.get(line) ?? 0;
     const next = level ? count + 1 : Math.max(0, count - 1);
     this.high.set(line, next);
-    if (count === 0 && next > 0) this.cpu.device_raise_irq(line);
-    else if (count > 0 && next === 0) this.cpu.device_lower_irq(line);
+    if (count === 0 && next > 0) {
+      const halted = this.cpu.in_hlt?.[0] !== undefined && this.cpu.in_hlt[0] !== 0;
+      this.cpu.device_raise_irq(line);
+      if (halted) noteHaltedRaise(this.slice);
+    } else if (count > 0 && next === 0) this.cpu.device_lower_irq(line);
   }
 
   /** A listener for a source on a fixed line. */

@@ -33,6 +33,7 @@ export {
   type V86PciFunctionSpec,
   type V86VirtioMmioSpec,
   type V86VirtioPciSpec,
+  type V86WakeupStats,
   v86GuestMemory,
 } from "./attach.js";
 export { type CpioEntry, CpioMode, cpioNewc, parentDirs } from "./cpio.js";

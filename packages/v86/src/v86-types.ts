@@ -106,6 +106,14 @@ export interface V86Cpu {
   device_lower_irq(line: number): void;
   /** A 16-bit MMIO write (v86 splits it into two 8-bit writes). */
   mmap_write16(addr: number, value: number): void;
+  /**
+   * One slice of the CPU loop (a wasm export): runs guest code in `do_many_cycles` steps of
+   * `LOOP_COUNTER` instructions until 1 ms has passed or the CPU halts; returns the delay
+   * in ms before the next slice (0 unless halted). Absent in test doubles.
+   */
+  main_loop?: () => number;
+  /** Byte 0 is nonzero while the CPU is halted (HLT). Absent in test doubles. */
+  readonly in_hlt?: Uint8Array;
 }
 
 /** The emulator object (`new V86(...)`), as far as the adapter needs it. */

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Rtl8139 } from "@pvkit/emulated-rtl8139";
-import { EthernetSwitch, HostResponder } from "@pvkit/platform";
+import { EthernetSwitch, HostResponder, parseMac } from "@pvkit/platform";
 import { PcapFileWriter } from "@pvkit/platform/node";
 import { type BlockBackend, MemoryDisk, VirtioBlkDevice, VirtioBlkType } from "@pvkit/virtio-blk";
 import { FileDisk } from "@pvkit/virtio-blk/node";
@@ -22,6 +22,7 @@ import {
   pvkitAcpiInitrd,
   type V86Emulator,
   V86ExitCounter,
+  type V86WakeupStats,
 } from "../src/index.js";
 import type { Fixture } from "./fixture.js";
 import { type BootResult, bootLinux } from "./harness.js";
@@ -316,6 +317,9 @@ sleep 1
 ${warm}
 ${run("virtio", NICS.virtio)}
 ${run("rtl8139", NICS.rtl8139)}
+echo "MARK idle-start"
+sleep 2
+echo "MARK idle-end"
 dmesg | grep -a -i -E "virtio|8139|eth[0-9]" | sed 's/^/DMESG /'
 `;
 }
@@ -360,10 +364,25 @@ export interface NicReport {
   readonly host: HostResponder["stats"];
 }
 
+/**
+ * One ARP request the host injected from a timer callback while the guest slept, and the
+ * slice of v86's CPU loop in which the guest answered it.
+ */
+export interface WakeProbe {
+  /** Whether the guest CPU was halted when the frame arrived. */
+  readonly halted: boolean;
+  /** v86 slices (`main_loop` calls) from the injection to the one that sent the reply; NaN without a reply. */
+  readonly slicesToReply: number;
+}
+
 /** The result of a {@link runNetBoot}. */
 export interface NetBootReport {
   /** The boot. */
   readonly boot: BootResult;
+  /** ARP requests injected from host timers during `sleep` (virtio-net), in order. */
+  readonly wakeProbes: readonly WakeProbe[];
+  /** The adapter's wake-up accounting at the end of the boot. */
+  readonly wakeups: V86WakeupStats;
   /** virtio-net. */
   readonly virtio: NicReport;
   /** RTL8139. */
@@ -425,16 +444,41 @@ export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBoot
     for (const [k, v] of Object.entries(pv!.bus.stats().byDevice)) out[k] = v.exits;
     return out;
   };
+  // Wake-up probes: while the guest sleeps, the host injects ARP requests from timer
+  // callbacks (a host callback, as a socket or another thread would deliver a frame) and
+  // notes in which slice of v86's loop the reply leaves.
+  let halted = (): boolean => false;
+  const probes: { halted: boolean; slices: number; replySlices: number }[] = [];
+  const probePort = rigs.virtio.sw.createPort("probe");
+  probePort.attach({
+    receive: (frame) => {
+      const p = probes.at(-1);
+      const isReply = frame[12] === 0x08 && frame[13] === 0x06 && frame[21] === 2;
+      if (p !== undefined && Number.isNaN(p.replySlices) && isReply && pv !== undefined) {
+        p.replySlices = pv.wakeups.slices;
+      }
+    },
+  });
+  const probe = (): void => {
+    if (pv === undefined) return;
+    probes.push({ halted: halted(), slices: pv.wakeups.slices, replySlices: Number.NaN });
+    probePort.send(arpRequest(PROBE_MAC, PROBE_IP, NICS.virtio.guestIp), null);
+  };
   const boot = await bootLinux({
     fixture,
     onLoaded: (emulator) => {
       pv = attachPvkit(emulator as unknown as V86Emulator, options);
       instructions = () => emulator.get_instruction_counter();
+      const cpu = (emulator as unknown as V86Emulator).v86.cpu;
+      halted = () => cpu.in_hlt?.[0] !== undefined && cpu.in_hlt[0] !== 0;
     },
     script: netScript(),
     onSerialLine: (line) => {
       const m = /^MARK (\S+)$/.exec(line);
       if (m === null || pv === undefined) return;
+      if (m[1] === "idle-start") {
+        for (let i = 0; i < WAKE_PROBES; i++) setTimeout(probe, 400 + 250 * i);
+      }
       marks.set(m[1]!, {
         t: performance.now(),
         exits: exitsNow(),
@@ -499,10 +543,31 @@ export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBoot
   };
   return {
     boot,
+    wakeProbes: probes.map((p) => ({ halted: p.halted, slicesToReply: p.replySlices - p.slices })),
+    wakeups: { ...pv!.wakeups },
     virtio: report("virtio", "virtio-net"),
     rtl8139: report("rtl8139", "rtl8139"),
     dmesg: lines.filter((l) => l.startsWith("DMESG ")).map((l) => l.slice(6)),
   };
+}
+
+/** ARP requests the host injects while the guest sleeps (see {@link runNetBoot}). */
+export const WAKE_PROBES = 5;
+const PROBE_MAC = "52:54:00:00:00:99";
+const PROBE_IP = "10.0.2.99";
+
+/** An ARP request (RFC 826) from `mac`/`ip` for `target`, padded to 60 bytes. */
+function arpRequest(mac: string, ip: string, target: string): Uint8Array {
+  const f = new Uint8Array(60);
+  const src = parseMac(mac)!;
+  const v4 = (a: string) => a.split(".").map(Number);
+  f.fill(0xff, 0, 6);
+  f.set(src, 6);
+  f.set([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1], 12);
+  f.set(src, 22);
+  f.set(v4(ip), 28);
+  f.set(v4(target), 38);
+  return f;
 }
 
 function netRig(key: "virtio" | "rtl8139", dir: string) {
@@ -794,4 +859,170 @@ export function markdownTable(t: ComparisonTable): string {
     `|${t.columns.map(() => "---").join("|")}|`,
     ...t.rows.map((r) => `| ${r.join(" | ")} |`),
   ].join("\n");
+}
+
+// ── Guest-visible block benchmark (direct I/O) ──────────────────────────────────
+
+/** One direct-I/O pattern of {@link runBlockBench}. */
+export interface BlockPattern {
+  /** `read` or `write`. */
+  readonly op: "read" | "write";
+  /** Block size in bytes. */
+  readonly bs: number;
+  /** Bytes per run. */
+  readonly bytes: number;
+}
+
+/** The patterns: sequential 1 MiB and 64 KiB blocks over 64 MiB, 4 KiB blocks (QD1) over 16 MiB. */
+export const BLOCK_PATTERNS: readonly BlockPattern[] = [
+  { op: "read", bs: 1 << 20, bytes: 64 << 20 },
+  { op: "write", bs: 1 << 20, bytes: 64 << 20 },
+  { op: "read", bs: 64 << 10, bytes: 64 << 20 },
+  { op: "write", bs: 64 << 10, bytes: 64 << 20 },
+  { op: "read", bs: 4 << 10, bytes: 16 << 20 },
+  { op: "write", bs: 4 << 10, bytes: 16 << 20 },
+];
+
+/** Timed repeats of every pattern on every disk. */
+export const BLOCK_REPEATS = 3;
+
+/** One timed direct-I/O run. */
+export interface BlockRun {
+  /** The disk. */
+  readonly disk: "ide" | "virtio-blk";
+  /** The pattern. */
+  readonly pattern: BlockPattern;
+  /** Repeat number (0-based). */
+  readonly repeat: number;
+  /** dd's exit status. */
+  readonly status: number;
+  /** Guest-measured seconds (kernel timestamps of /dev/kmsg records around dd, µs resolution). */
+  readonly seconds: number;
+  /** Register exits on the disk during the run. */
+  readonly exits: number;
+  /** Guest instructions executed during the run (v86's counter). */
+  readonly instructions: number;
+}
+
+/** What {@link runBlockBench} measured. */
+export interface BlockBenchReport {
+  /** The boot. */
+  readonly boot: BootResult;
+  /** Every timed run, in the order run. */
+  readonly runs: readonly BlockRun[];
+  /** The guest clock used. */
+  readonly clock: string;
+}
+
+/**
+ * Boots with v86's own IDE disk (`ata_piix`) and pvkit's virtio-blk (PCI) and runs
+ * `dd` with `iflag=direct` / `oflag=direct` (no page cache) through each: every pattern
+ * of {@link BLOCK_PATTERNS} once untimed (v86's JIT compiles the paths on first use), then
+ * {@link BLOCK_REPEATS} timed rounds, the two disks alternating inside each round. Guest
+ * time comes from the kernel's own timestamps (µs) of records written to `/dev/kmsg`
+ * around each `dd` (busybox `date` has no `%N`; `/proc/uptime` has 10 ms).
+ */
+export async function runBlockBench(fixture: Fixture): Promise<BlockBenchReport> {
+  const size = 80 << 20;
+  const hda = new ArrayBuffer(size);
+  const blk = new VirtioBlkDevice({ backend: new MemoryDisk(size), serial: "pvkit-bench" });
+  const options: AttachPvkitOptions = {
+    devices: [{ kind: "virtio-pci", device: blk, name: "virtio-blk" }],
+  };
+  let pv: PvkitV86 | undefined;
+  let counter: V86ExitCounter | undefined;
+  let cpu: V86Emulator["v86"]["cpu"] | undefined;
+  const disks = [
+    ["ide", "sda"],
+    ["virtio-blk", "vda"],
+  ] as const;
+  const dd = (dev: string, p: BlockPattern, count: number): string =>
+    p.op === "read"
+      ? `dd if=/dev/${dev} of=/dev/null bs=${p.bs} count=${count} iflag=direct`
+      : `dd if=/dev/zero of=/dev/${dev} bs=${p.bs} count=${count} oflag=direct`;
+  const steps: string[] = [];
+  for (const p of BLOCK_PATTERNS) {
+    for (const [, dev] of disks)
+      steps.push(`${dd(dev, p, Math.max(1, (4 << 20) / p.bs))} 2>/dev/null`);
+  }
+  for (let r = 0; r < BLOCK_REPEATS; r++) {
+    BLOCK_PATTERNS.forEach((p, i) => {
+      for (const [disk, dev] of disks) {
+        const key = `${disk}-${i}-${r}`;
+        steps.push(
+          // The kernel stamps /dev/kmsg records with local_clock (µs in dmesg); level 7
+          // keeps them off the console, so nothing is printed inside the timed window.
+          `echo "MARK ${key}"; echo "<7>BLKT ${key} start" > /dev/kmsg; ${dd(dev, p, p.bytes / p.bs)} 2>/tmp/dd.err; rc=$?; echo "<7>BLKT ${key} end $rc" > /dev/kmsg; echo "MARK ${key}-end"`,
+          `grep -v records /tmp/dd.err | grep -v copied | sed 's/^/DDLOG /'`,
+        );
+      }
+    });
+  }
+  steps.push(`dmesg | grep BLKT | sed 's/^/T /'`);
+  const marks = new Map<string, { exits: number; instr: number }>();
+  let instructions = (): number => 0;
+  const ideExits = (): number => {
+    const c = counter!;
+    const bar4 = cpu!.devices.pci.device_spaces[0x1e << 3]?.[8] ?? 0;
+    const bm = bar4 & 0xfffc;
+    return (
+      c.ports(0x1f0, 8).total +
+      c.ports(0x3f6, 1).total +
+      c.ports(0x170, 8).total +
+      c.ports(0x376, 1).total +
+      (bm === 0 ? 0 : c.ports(bm, 16).total)
+    );
+  };
+  const boot = await bootLinux({
+    fixture,
+    hda,
+    timeoutMs: 900_000,
+    onLoaded: (emulator) => {
+      const e = emulator as unknown as V86Emulator;
+      pv = attachPvkit(e, options);
+      cpu = e.v86.cpu;
+      counter = new V86ExitCounter(cpu);
+      instructions = () => emulator.get_instruction_counter();
+    },
+    script: `${steps.join("\n")}\n`,
+    onSerialLine: (line) => {
+      const m = /^MARK (\S+)$/.exec(line);
+      if (m === null || pv === undefined) return;
+      marks.set(m[1]!, {
+        exits: m[1]!.startsWith("ide")
+          ? ideExits()
+          : (pv.bus.stats().byDevice["virtio-blk.bar0"]?.exits ?? 0),
+        instr: instructions(),
+      });
+    },
+  });
+  const stamps = new Map<string, { t: number; rc: number }>();
+  for (const line of boot.scriptLines) {
+    const m = /^T \[\s*(\d+\.\d+)\] BLKT (\S+) (start|end)(?: (\d+))?$/.exec(line);
+    if (m !== null) stamps.set(`${m[2]}-${m[3]}`, { t: Number(m[1]), rc: Number(m[4] ?? 0) });
+  }
+  const runs: BlockRun[] = [];
+  for (let r = 0; r < BLOCK_REPEATS; r++) {
+    BLOCK_PATTERNS.forEach((pattern, i) => {
+      for (const [disk] of disks) {
+        const key = `${disk}-${i}-${r}`;
+        const t0 = stamps.get(`${key}-start`);
+        const t1 = stamps.get(`${key}-end`);
+        const a = marks.get(key);
+        const b = marks.get(`${key}-end`);
+        if (t0 === undefined || t1 === undefined) continue;
+        runs.push({
+          disk,
+          pattern,
+          repeat: r,
+          status: t1.rc,
+          seconds: t1.t - t0.t,
+          exits: a === undefined || b === undefined ? Number.NaN : b.exits - a.exits,
+          instructions: a === undefined || b === undefined ? Number.NaN : (b.instr - a.instr) >>> 0,
+        });
+      }
+    });
+  }
+  const clock = "kernel printk timestamps of /dev/kmsg records (local_clock, µs resolution)";
+  return { boot, runs, clock };
 }
