@@ -8,6 +8,9 @@
 
 import { execFileSync } from "node:child_process";
 import os from "node:os";
+import { chartPath } from "./chart-spec.js";
+import { type ClaimRow, claimsTable } from "./claims.js";
+import { chartsFor } from "./derived-charts.js";
 import type { ResultTable, SuiteResult } from "./suite.js";
 
 /** Where and on what the benchmark ran. */
@@ -117,8 +120,18 @@ export function textSuite(result: SuiteResult): string {
   return parts.join("\n\n");
 }
 
+/** What the Markdown report adds to the suites' own results. */
+export interface MarkdownExtras {
+  /** Embed each suite's charts (`charts/<suite>-<id>.svg`, written by the runner); default true. */
+  readonly charts?: boolean;
+  /** The claims table, as a section after the header. */
+  readonly claims?: readonly ClaimRow[];
+  /** Path of the headline chart relative to the report, shown first. */
+  readonly headline?: string;
+}
+
 /** The whole report as Markdown. */
-export function markdownReport(report: Report): string {
+export function markdownReport(report: Report, extras: MarkdownExtras = {}): string {
   const env = report.environment;
   const out: string[] = [
     "# pvkit benchmark report",
@@ -135,8 +148,30 @@ export function markdownReport(report: Report): string {
     `| options | maxTime ${report.options.maxTimeSeconds} s, minSamples ${report.options.minSamples}${report.options.quick ? ", quick" : ""} |`,
     `| checks | ${report.summary.passed} of ${report.summary.checks} passed |`,
   ];
+  if (extras.headline !== undefined) {
+    out.push(
+      "",
+      `![exits per operation: full emulation vs hardware assist + PV I/O vs full PV](${extras.headline})`,
+    );
+  }
+  if (extras.claims !== undefined && extras.claims.length > 0) {
+    out.push(
+      "",
+      "## The lecture's claims",
+      "",
+      "Computed from the latest result of each suite in this directory (see `claims.md`; the source column names the run).",
+      "",
+      claimsTable(extras.claims),
+    );
+  }
   for (const s of report.suites) {
     out.push("", `## ${s.name}: ${s.title}`, "", s.description);
+    const charts = extras.charts === false ? [] : chartsFor(s);
+    if (charts.length > 0) {
+      out.push("", "### charts", "");
+      for (const c of charts) out.push(`![${cell(c.title)}](${chartPath(s.name, c.id)})`, "");
+      out.pop();
+    }
     for (const t of s.tables) out.push("", `### ${t.title}`, "", markdownTable(t));
     if (s.checks.length > 0) {
       out.push(

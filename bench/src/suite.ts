@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { ChartSpec } from "./chart-spec.js";
+
 /** Options the runner hands every suite. */
 export interface SuiteOptions {
   /** Longest time benchmark.js may spend sampling one benchmark, in seconds. */
@@ -16,6 +18,13 @@ export interface SuiteOptions {
   readonly quick: boolean;
   /** Prints one progress line. */
   readonly log: (line: string) => void;
+  /**
+   * Reports how far the suite is: `done` of `total` steps (any unit the suite likes, e.g.
+   * measurements). The runner draws a progress bar from it on a terminal; without these
+   * calls the bar estimates from the suite's previous run time. Optional: a suite run
+   * from a test gets none.
+   */
+  readonly progress?: (done: number, total: number) => void;
 }
 
 /** A table of results: one header row, then rows of already formatted cells. */
@@ -58,6 +67,14 @@ export interface SuiteResult {
   readonly notes: readonly string[];
   /** Raw measurements (JSON-serialisable, keys in a fixed order). */
   readonly data: unknown;
+  /**
+   * Charts of the results, as typed series: the runner renders each to
+   * `results/charts/<suite>-<id>.svg` and embeds it in the reports, and `--compare` reads
+   * them as measurements. See `chart-spec.ts` (colours are fixed per configuration).
+   */
+  readonly charts?: readonly ChartSpec[];
+  /** Wall time of the run in seconds (set by the runner). */
+  readonly seconds?: number;
 }
 
 /** A registered benchmark suite. */

@@ -86,6 +86,48 @@ describe("report formatting", () => {
     expect(md.endsWith("\n")).toBe(true);
   });
 
+  it("embeds each suite's charts, the headline and the claims when asked", () => {
+    const withCharts: Report = {
+      ...report(),
+      suites: [
+        {
+          ...suite,
+          charts: [
+            {
+              id: "exits",
+              title: "Exits | per frame",
+              category: { title: "c" },
+              value: { title: "v", unit: "u", scale: "log", better: "lower" },
+              series: [{ key: "a", label: "a", config: "full-pv" }],
+              points: [{ series: "a", category: "x", value: 1 }],
+            },
+          ],
+        },
+      ],
+    };
+    const md = markdownReport(withCharts, {
+      headline: "charts/headline.svg",
+      claims: [
+        {
+          id: "c",
+          claim: "PV wins",
+          measured: "2×",
+          criterion: "≥ 2×",
+          verdict: "holds",
+          source: "s (2025-01-01)",
+        },
+      ],
+    });
+    expect(md).toContain(
+      "![exits per operation: full emulation vs hardware assist + PV I/O vs full PV](charts/headline.svg)",
+    );
+    expect(md).toContain("## The lecture's claims");
+    expect(md).toContain("| 1 | PV wins | 2× | ≥ 2× | **holds** | s (2025-01-01) |");
+    expect(md).toContain("### charts\n\n![Exits \\| per frame](charts/s-exits.svg)");
+    expect(md.indexOf("## The lecture's claims")).toBeLessThan(md.indexOf("## s: A suite"));
+    expect(markdownReport(withCharts, { charts: false })).not.toContain("### charts");
+  });
+
   it("writes the same JSON for the same report, and it parses back", () => {
     const a = jsonReport(report());
     expect(jsonReport(report())).toBe(a);

@@ -1,7 +1,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import {
   allocationPerChain,
   BATCH,
@@ -16,7 +16,9 @@ import {
   SHAPES,
   SplitQueueRig,
   splitQueueSuite,
+  V86_TARGET,
 } from "../src/suites/split-queue.js";
+import { loadV86, type V86Machine, v86Copy, v86ZeroCopy } from "../src/v86-queue.js";
 
 /** The bytes chain k of a rig should hold, read through the public GuestMemory API (the oracle). */
 function chainBytesOf(rig: SplitQueueRig, k: number): Uint8Array {
@@ -267,6 +269,15 @@ describe("splitQueueSuite", () => {
     const data = result.data as {
       variants: { impl: string; nsPerChain: number }[];
       ratios: { ratio: number; pass: boolean; target: number }[];
+      v86: {
+        variants: { impl: string; memory: string; nsPerChain: number }[];
+        ratios: {
+          shape: string;
+          vsV86Debug: number;
+          target: number | null;
+          pass: boolean | null;
+        }[];
+      };
     };
     // 2 shapes × 2 memories × (driver + 4 variants)
     expect(data.variants).toHaveLength(20);
@@ -276,7 +287,95 @@ describe("splitQueueSuite", () => {
     expect(data.ratios).toHaveLength(8);
     for (const r of data.ratios) expect(r.pass).toBe(r.ratio <= r.target);
     expect(result.tables[0]!.rows).toHaveLength(8);
-    expect(result.checks.filter((c) => c.unit === "×")).toHaveLength(8);
+    // 8 pvkit ÷ bare checks + pvkit ÷ v86 on shape a, zero-copy and copy.
+    expect(result.checks.filter((c) => c.unit === "×")).toHaveLength(10);
     expect(lines.some((l) => l.includes("ns/chain"))).toBe(true);
+    // The v86 peer: 2 shapes × (driver + {pvkit, bare, v86 release, v86 debug} × 2 modes) on v86 RAM.
+    expect(data.v86.variants).toHaveLength(18);
+    expect(data.v86.variants.every((v) => v.memory === "v86 RAM" && v.nsPerChain > 0)).toBe(true);
+    expect(data.v86.ratios).toHaveLength(4);
+    for (const r of data.v86.ratios) {
+      expect(r.target).toBe(r.shape === "a" ? V86_TARGET : null);
+      if (r.target !== null) expect(r.pass).toBe(r.vsV86Debug >= r.target);
+    }
+    expect(result.tables[1]!.rows).toHaveLength(4);
+    expect(result.charts?.map((c) => c.id)).toEqual(["rate", "ratio"]);
+  });
+});
+
+describe("v86's VirtQueue as a peer", () => {
+  let machines: V86Machine[] = [];
+  afterAll(async () => {
+    for (const m of machines) await m.destroy();
+    machines = [];
+  });
+  const load = async (): Promise<V86Machine[]> => {
+    if (machines.length === 0)
+      machines = [await loadV86("release", 32 << 20), await loadV86("debug", 32 << 20)];
+    return machines;
+  };
+
+  for (const shape of SHAPES) {
+    it(`consumes the same chains as pvkit and the bare loop on v86's RAM, both builds (${shape.key})`, async () => {
+      for (const machine of await load()) {
+        machine.reset();
+        const place = () => ({
+          seed: 9,
+          placement: {
+            memory: machine.memory,
+            base: machine.allocate(SplitQueueRig.bytesNeeded(shape)),
+          },
+        });
+        for (const mode of ["zero-copy", "copy"] as const) {
+          const pr = new SplitQueueRig(shape, "ArrayBuffer", place());
+          const br = new SplitQueueRig(shape, "ArrayBuffer", place());
+          const vr = new SplitQueueRig(shape, "ArrayBuffer", place());
+          expect(pr.descAddr).toBeGreaterThanOrEqual(0x10_0000);
+          const q = pr.createDeviceQueue();
+          const d = br.createBareDevice();
+          const vq = machine.createQueue(vr.size, vr.descAddr, vr.availAddr, vr.usedAddr);
+          const irqs = machine.interrupts;
+          // 40 batches: past the used ring's wrap and past the end of the chains.
+          for (let i = 0; i < 40; i++) {
+            pr.publish();
+            br.publish();
+            vr.publish();
+            if (mode === "zero-copy") {
+              const p = pvkitZeroCopy(q);
+              expect(bareZeroCopy(d)).toBe(p);
+              expect(v86ZeroCopy(vq, machine.cpu)).toBe(p);
+            } else {
+              const p = pvkitCopy(q, pr.dst);
+              expect(bareCopy(d, br.dst)).toBe(p);
+              expect(v86Copy(vq, vr.dst)).toBe(p);
+              expect(firstDiff(vr.dst, pr.dst)).toBe(-1);
+            }
+          }
+          expect(q.error).toBeNull();
+          expect(vq.avail_last_idx).toBe(vr.availIdx);
+          expect(firstDiff(usedRing(vr), usedRing(pr))).toBe(-1);
+          expect(firstDiff(usedRing(br), usedRing(pr))).toBe(-1);
+          // One interrupt per batch: no EVENT_IDX, and the driver never suppresses them.
+          expect(machine.interrupts - irqs).toBe(40);
+        }
+      }
+    });
+  }
+
+  it("places rigs only in memory that holds them", async () => {
+    const [machine] = await load();
+    expect(
+      () =>
+        new SplitQueueRig(SHAPES[0]!, "ArrayBuffer", {
+          placement: { memory: machine!.memory, base: 0x10_0800 },
+        }),
+    ).toThrow(/4 KiB-aligned/);
+    expect(
+      () =>
+        new SplitQueueRig(SHAPES[1]!, "ArrayBuffer", {
+          placement: { memory: machine!.memory, base: machine!.memory.end - 4096 },
+        }),
+    ).toThrow(/holding/);
+    expect(() => machine!.allocate(64 << 20)).toThrow(/is full/);
   });
 });

@@ -17,6 +17,7 @@
 import { MemoryDisk, VirtioBlkDevice, VirtioBlkDriver, VirtioBlkType } from "@pvkit/virtio-blk";
 import { DriverError, type GuestBuffer } from "@pvkit/virtio-core";
 import { deliverInterrupts, testGuest } from "@pvkit/virtio-core/testing";
+import type { ChartPoint, ChartSpec } from "../chart-spec.js";
 import type { ResultCheck, Suite, SuiteOptions, SuiteResult } from "../suite.js";
 
 const DISK_BYTES = 256 << 20;
@@ -185,8 +186,12 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
     depth,
   };
   const checks: ResultCheck[] = [];
+  const rates: ChartPoint[] = [];
+  const perRequest: ChartPoint[] = [];
+  const ofMemcpy: ChartPoint[] = [];
   for (const w of WORKLOADS) {
     const m = await drive(w, depth, seconds);
+    options.progress?.(rates.length + 1, WORKLOADS.length);
     const iops = m.ops / m.seconds;
     const bw = (iops * w.size) / 1e9;
     const memcpy = w.type === VirtioBlkType.OUT ? memcpyWrite : memcpyRead;
@@ -201,6 +206,15 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
       fmt(m.interrupts / m.ops, 4),
     ]);
     data[w.key] = { requestsPerSecond: iops, bytesPerSecond: iops * w.size, ...m };
+    rates.push({ series: "blk", category: w.label, value: iops });
+    for (const [facet, n] of [
+      ["exits", m.exits],
+      ["notifications", m.notifies],
+      ["interrupts", m.interrupts],
+    ] as const)
+      perRequest.push({ series: "blk", category: w.label, facet, value: n / m.ops });
+    if (w.size === 65536)
+      ofMemcpy.push({ series: "blk", category: w.label, value: (iops * w.size) / memcpy });
     if (w.key === "randread-4k") {
       checks.push({
         name: "4 KiB random reads: ≥ 1M IOPS (shown as 1M / IOPS ≤ 1)",
@@ -245,6 +259,7 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
       "Exits are every register access the guest made (notifications plus interrupt status reads and acks); with EVENT_IDX the device keeps the driver from notifying while it is still consuming, so a batch of completions costs one interrupt and one notification.",
     ],
     data,
+    charts: blkCharts(rates, perRequest, ofMemcpy, depth),
   };
 }
 
@@ -255,3 +270,65 @@ export const virtioBlkSuite: Suite = {
     "virtio-blk through the whole stack: 4 KiB random-read IOPS, 64 KiB sequential GB/s vs memcpy",
   run,
 };
+
+/**
+ * The suite's charts: requests/s, exits/notifications/interrupts per request (log), and
+ * the 64 KiB rows' bandwidth ÷ memcpy's. There is no emulated disk in-process, so no
+ * PV ÷ emulated chart (the v86-guest suite compares IDE with virtio-blk).
+ */
+function blkCharts(
+  rates: ChartPoint[],
+  perRequest: ChartPoint[],
+  ofMemcpy: ChartPoint[],
+  depth: number,
+): ChartSpec[] {
+  const series = [{ key: "blk", label: "virtio-blk (PV)", config: "full-pv" as const }];
+  const how = `depth ${depth}, EVENT_IDX + indirect descriptors, virtio-mmio, in-process; no emulated disk to compare with here`;
+  return [
+    {
+      id: "rate",
+      title: "virtio-blk requests per second",
+      subtitle: [how, "more is better"],
+      category: { title: "workload" },
+      value: {
+        title: "requests per second",
+        unit: "requests/s",
+        scale: "linear",
+        better: "higher",
+        noise: 0.1,
+      },
+      series,
+      points: rates,
+    },
+    {
+      id: "exits",
+      title: "virtio-blk exits, notifications and interrupts per request",
+      subtitle: [how, "fewer is better; exits = notifications + interrupt status reads and acks"],
+      category: { title: "workload" },
+      facet: { title: "per request", order: ["exits", "notifications", "interrupts"] },
+      value: { title: "per request", unit: "/request", scale: "log", better: "lower", noise: 0.05 },
+      series,
+      points: perRequest,
+    },
+    {
+      id: "ratio",
+      title: "virtio-blk bandwidth ÷ memcpy bandwidth, 64 KiB requests",
+      subtitle: [
+        how,
+        "memcpy = the same data movement with Uint8Array.set, measured in the same run; target ≥ 0.5×",
+      ],
+      category: { title: "workload" },
+      value: {
+        title: "virtio-blk ÷ memcpy",
+        unit: "×",
+        scale: "linear",
+        better: "higher",
+        noise: 0.1,
+      },
+      legendTitle: "ratio",
+      series,
+      points: ofMemcpy,
+      rules: [{ value: 0.5, label: "target 0.5×" }],
+    },
+  ];
+}
