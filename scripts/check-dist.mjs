@@ -1,5 +1,6 @@
 // Loads every built package through its `exports` map, once as ESM and once as CJS, and
-// fails when an entry is missing or exports nothing. Run after `pnpm build`.
+// fails when an entry is missing or exports nothing — except an entry the package lists in
+// `sideEffects` (a worker script, which only runs), which must load. Run after `pnpm build`.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
@@ -18,9 +19,11 @@ for (const dir of readdirSync(join(root, "packages"))) {
     const cjs = join(pkgDir, target.require.default);
     const m = await import(pathToFileURL(esm).href);
     const c = require(cjs);
-    const ok = Object.keys(m).length > 0 && Object.keys(c).length > 0;
+    const script =
+      Array.isArray(pkg.sideEffects) && pkg.sideEffects.includes(target.import.default);
+    const ok = script || (Object.keys(m).length > 0 && Object.keys(c).length > 0);
     console.log(
-      `${ok ? "ok  " : "FAIL"} ${pkg.name}${sub.slice(1)}: ${Object.keys(m).length} ESM / ${Object.keys(c).length} CJS exports`,
+      `${ok ? "ok  " : "FAIL"} ${pkg.name}${sub.slice(1)}: ${script ? "script entry, loads" : `${Object.keys(m).length} ESM / ${Object.keys(c).length} CJS exports`}`,
     );
     if (!ok) failures++;
   }

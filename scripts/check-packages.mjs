@@ -126,7 +126,10 @@ try {
       .split("/")
       .slice(0, spec.startsWith("@") ? 2 : 1)
       .join("/");
-  const SPECIFIER = /(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)["']([^"']+)["']/g;
+  // A specifier is a whole string literal: `require('u' + 'rl')` (esbuild's shim for
+  // `import.meta.url` in CJS) names no package `u`.
+  const SPECIFIER =
+    /(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)["']([^"']+)["'](?!\s*\+)/g;
   for (const [name, tgz] of tarballs) {
     const out = join(work, "unpacked", name);
     mkdirSync(out, { recursive: true });
@@ -279,6 +282,18 @@ try {
       .filter((sub) => sub !== "./package.json")
       .map((sub) => `${pkg.name}${sub.slice(1)}`),
   );
+  // Entries a package lists in `sideEffects` are scripts (a worker entry): they must load,
+  // and may export nothing.
+  const scriptEntries = packages.flatMap(({ pkg }) =>
+    Object.entries(pkg.exports)
+      .filter(
+        ([, t]) =>
+          typeof t === "object" &&
+          Array.isArray(pkg.sideEffects) &&
+          pkg.sideEffects.includes(t.import?.default),
+      )
+      .map(([sub]) => `${pkg.name}${sub.slice(1)}`),
+  );
   const browserEntries = entries.filter((e) => !e.endsWith("/node"));
   const namespaceImports = (list) =>
     `${list.map((e, i) => `import * as entry${i} from "${e}";`).join("\n")}\n` +
@@ -337,10 +352,11 @@ try {
   const load = `
     const { createRequire } = await import("node:module");
     const require = createRequire(import.meta.url);
+    const scripts = ${JSON.stringify(scriptEntries)};
     for (const e of ${JSON.stringify(entries)}) {
       const esm = Object.keys(await import(e)).length;
       const cjs = Object.keys(require(e)).length;
-      if (esm === 0 || cjs === 0) throw new Error(e + ": no exports");
+      if ((esm === 0 || cjs === 0) && !scripts.includes(e)) throw new Error(e + ": no exports");
       console.log(e + ": " + esm + " ESM / " + cjs + " CJS exports");
     }`;
   const r = run(process.execPath, ["--input-type=module", "-e", load], consumer);

@@ -283,6 +283,11 @@ export class GuestMemory {
     if (!this.growable) return;
     let changed = false;
     for (const r of this.internal) {
+      // Growing a non-shared Wasm memory detaches its old buffer, which empties every view
+      // of it; a view that still has bytes is current (a shared memory's old buffer stays
+      // valid for the region's fixed size). This check avoids `memory.buffer`, a call into
+      // the engine, on every lookup.
+      if (r.bytes.byteLength !== 0) continue;
       const buffer = bufferOf(r.backing);
       if (r.bytes.buffer !== buffer) {
         r.bytes = new Uint8Array(buffer, r.backingOffset, r.size);
