@@ -25,7 +25,7 @@ import {
   type V86WakeupStats,
 } from "../src/index.js";
 import type { Fixture } from "./fixture.js";
-import { type BootResult, bootLinux } from "./harness.js";
+import { type BootOptions, type BootResult, bootLinux } from "./harness.js";
 
 /** Sectors of every test disk (8 MiB). */
 export const DISK_SECTORS = 16384;
@@ -610,6 +610,60 @@ export interface DdResult {
   readonly instructions: number;
 }
 
+/**
+ * The counters of an IDE-vs-virtio-blk boot, sampled at each `MARK <key>` serial line: exits
+ * of v86's PIIX IDE function (00:1e.0: both legacy channels and its bus-master block at BAR4,
+ * wherever firmware put it) for keys starting with `ide`, exits of pvkit's virtio-blk BAR
+ * otherwise, and guest instructions.
+ *
+ * @param options - the pvkit devices to attach (one virtio-pci device named `virtio-blk`)
+ * @returns the marks by key, and the `onLoaded`/`onSerialLine` hooks for {@link bootLinux}
+ */
+function diskMarkRecorder(options: AttachPvkitOptions): {
+  readonly marks: Map<string, { exits: number; instr: number }>;
+  readonly hooks: Required<Pick<BootOptions, "onLoaded" | "onSerialLine">>;
+} {
+  const marks = new Map<string, { exits: number; instr: number }>();
+  let pv: PvkitV86 | undefined;
+  let counter: V86ExitCounter | undefined;
+  let cpu: V86Emulator["v86"]["cpu"] | undefined;
+  let instructions = (): number => 0;
+  const ideExits = (): number => {
+    const c = counter!;
+    const bar4 = cpu!.devices.pci.device_spaces[0x1e << 3]?.[8] ?? 0;
+    const bm = bar4 & 0xfffc;
+    return (
+      c.ports(0x1f0, 8).total +
+      c.ports(0x3f6, 1).total +
+      c.ports(0x170, 8).total +
+      c.ports(0x376, 1).total +
+      (bm === 0 ? 0 : c.ports(bm, 16).total)
+    );
+  };
+  return {
+    marks,
+    hooks: {
+      onLoaded: (emulator) => {
+        const e = emulator as unknown as V86Emulator;
+        pv = attachPvkit(e, options);
+        cpu = e.v86.cpu;
+        counter = new V86ExitCounter(cpu);
+        instructions = () => emulator.get_instruction_counter();
+      },
+      onSerialLine: (line) => {
+        const m = /^MARK (\S+)$/.exec(line);
+        if (m === null || pv === undefined) return;
+        marks.set(m[1]!, {
+          exits: m[1]!.startsWith("ide")
+            ? ideExits()
+            : (pv.bus.stats().byDevice["virtio-blk.bar0"]?.exits ?? 0),
+          instr: instructions(),
+        });
+      },
+    },
+  };
+}
+
 /** The result of a {@link runDiskCompareBoot}. */
 export interface DiskCompareReport {
   /** The boot. */
@@ -632,9 +686,6 @@ export async function runDiskCompareBoot(fixture: Fixture): Promise<DiskCompareR
   const options: AttachPvkitOptions = {
     devices: [{ kind: "virtio-pci", device: blk, name: "virtio-blk" }],
   };
-  let pv: PvkitV86 | undefined;
-  let counter: V86ExitCounter | undefined;
-  let cpu: V86Emulator["v86"]["cpu"] | undefined;
   // Warm-up, untimed: v86's JIT compiles the block layer and both drivers on first use,
   // which would favour the disk measured second.
   const steps: string[] = [
@@ -659,43 +710,15 @@ export async function runDiskCompareBoot(fixture: Fixture): Promise<DiskCompareR
       );
     }
   }
-  const marks = new Map<string, { exits: number; instr: number }>();
-  let instructions = (): number => 0;
+  const recorder = diskMarkRecorder(options);
+  const { marks } = recorder;
   // v86's PIIX IDE function (00:1e.0): both legacy channels and its bus-master block (BAR4,
   // wherever firmware put it).
-  const ideExits = (): number => {
-    const c = counter!;
-    const bar4 = cpu!.devices.pci.device_spaces[0x1e << 3]?.[8] ?? 0;
-    const bm = bar4 & 0xfffc;
-    return (
-      c.ports(0x1f0, 8).total +
-      c.ports(0x3f6, 1).total +
-      c.ports(0x170, 8).total +
-      c.ports(0x376, 1).total +
-      (bm === 0 ? 0 : c.ports(bm, 16).total)
-    );
-  };
   const boot = await bootLinux({
     fixture,
     hda,
-    onLoaded: (emulator) => {
-      const e = emulator as unknown as V86Emulator;
-      pv = attachPvkit(e, options);
-      cpu = e.v86.cpu;
-      counter = new V86ExitCounter(cpu);
-      instructions = () => emulator.get_instruction_counter();
-    },
+    ...recorder.hooks,
     script: `${steps.join("\n")}\n`,
-    onSerialLine: (line) => {
-      const m = /^MARK (\S+)$/.exec(line);
-      if (m === null || pv === undefined) return;
-      marks.set(m[1]!, {
-        exits: m[1]!.startsWith("ide")
-          ? ideExits()
-          : (pv.bus.stats().byDevice["virtio-blk.bar0"]?.exits ?? 0),
-        instr: instructions(),
-      });
-    },
   });
   const runs: DdResult[] = [];
   for (const line of boot.scriptLines) {
@@ -929,9 +952,6 @@ export async function runBlockBench(fixture: Fixture): Promise<BlockBenchReport>
   const options: AttachPvkitOptions = {
     devices: [{ kind: "virtio-pci", device: blk, name: "virtio-blk" }],
   };
-  let pv: PvkitV86 | undefined;
-  let counter: V86ExitCounter | undefined;
-  let cpu: V86Emulator["v86"]["cpu"] | undefined;
   const disks = [
     ["ide", "sda"],
     ["virtio-blk", "vda"],
@@ -959,42 +979,14 @@ export async function runBlockBench(fixture: Fixture): Promise<BlockBenchReport>
     });
   }
   steps.push(`dmesg | grep BLKT | sed 's/^/T /'`);
-  const marks = new Map<string, { exits: number; instr: number }>();
-  let instructions = (): number => 0;
-  const ideExits = (): number => {
-    const c = counter!;
-    const bar4 = cpu!.devices.pci.device_spaces[0x1e << 3]?.[8] ?? 0;
-    const bm = bar4 & 0xfffc;
-    return (
-      c.ports(0x1f0, 8).total +
-      c.ports(0x3f6, 1).total +
-      c.ports(0x170, 8).total +
-      c.ports(0x376, 1).total +
-      (bm === 0 ? 0 : c.ports(bm, 16).total)
-    );
-  };
+  const recorder = diskMarkRecorder(options);
+  const { marks } = recorder;
   const boot = await bootLinux({
     fixture,
     hda,
     timeoutMs: 900_000,
-    onLoaded: (emulator) => {
-      const e = emulator as unknown as V86Emulator;
-      pv = attachPvkit(e, options);
-      cpu = e.v86.cpu;
-      counter = new V86ExitCounter(cpu);
-      instructions = () => emulator.get_instruction_counter();
-    },
+    ...recorder.hooks,
     script: `${steps.join("\n")}\n`,
-    onSerialLine: (line) => {
-      const m = /^MARK (\S+)$/.exec(line);
-      if (m === null || pv === undefined) return;
-      marks.set(m[1]!, {
-        exits: m[1]!.startsWith("ide")
-          ? ideExits()
-          : (pv.bus.stats().byDevice["virtio-blk.bar0"]?.exits ?? 0),
-        instr: instructions(),
-      });
-    },
   });
   const stamps = new Map<string, { t: number; rc: number }>();
   for (const line of boot.scriptLines) {
