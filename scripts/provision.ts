@@ -36,6 +36,7 @@ export const REQUIREMENTS: readonly Requirement[] = [
   { command: "debugfs", pkg: "e2fsprogs", why: "ext4 on virtio-blk" },
   { command: "fallocate", pkg: "util-linux", why: "sparse file disks" },
   { command: "chromium", pkg: "chromium", why: "the browser example" },
+  { command: "qemu-img", pkg: "qemu-utils", why: "qcow2 interop checks (@pvkit/virtio-blk)" },
 ];
 
 /** What the machine has, as far as provisioning cares. */
