@@ -10,6 +10,7 @@ export default defineConfig({
     include: [
       "packages/*/test/**/*.test.ts",
       "bench/test/**/*.test.ts",
+      "fuzz/test/**/*.test.ts",
       "examples/test/**/*.test.ts",
       "scripts/test/**/*.test.ts",
     ],

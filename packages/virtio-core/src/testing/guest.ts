@@ -49,6 +49,11 @@ export interface TestGuestOptions {
   readonly memoryBytes?: number;
   /** Back guest RAM with a `SharedArrayBuffer`. */
   readonly shared?: boolean;
+  /**
+   * Use this guest memory instead of creating one (`memoryBytes` and `shared` are then
+   * ignored) — e.g. a fuzzer's memory with canary guards around it.
+   */
+  readonly memory?: GuestMemory;
 }
 
 /** A guest with one virtio device probed on its transport, before any device driver. */
@@ -70,9 +75,11 @@ export interface TestGuest {
  * @throws Error when probing fails (a broken test setup, not guest input)
  */
 export function testGuest(device: VirtioDevice, options: TestGuestOptions = {}): TestGuest {
-  const memory = GuestMemory.create(options.memoryBytes ?? 16 << 20, {
-    shared: options.shared ?? false,
-  });
+  const memory =
+    options.memory ??
+    GuestMemory.create(options.memoryBytes ?? 16 << 20, {
+      shared: options.shared ?? false,
+    });
   const allocator = new GuestAllocator(0x1000, memory.end - 0x1000);
   const bus = new Bus();
   let irq: IrqLine;

@@ -197,7 +197,11 @@ export class VirtioMmioTransport implements IoHandler, VirtioInterrupt {
       case VirtioMmio.QUEUE_NUM:
         // §4.2.2: queue registers are written only while QueueReady is 0; later writes are dropped.
         if (q === undefined || q.ready) this.badAccesses++;
-        else q.size = value; // validated when the queue is enabled
+        // Stored verbatim and validated when the queue is enabled: 0, not a power of two
+        // (§2.7) or above QueueNumMax makes QueueReady set DEVICE_NEEDS_RESET (§2.1.2) and
+        // leaves the queue disabled. virtio-pci's queue_size does the same (see
+        // VirtioPciTransport): both transports agree on an invalid size.
+        else q.size = value;
         return;
       case VirtioMmio.QUEUE_READY:
         if (q === undefined) this.badAccesses++;

@@ -55,7 +55,6 @@ import {
   virtioPciClassCode,
   virtioPciDeviceId,
 } from "../pci-spec.js";
-import { isValidQueueSize } from "../queue/device-queue.js";
 import { hasFeature, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_RING_RESET } from "../spec.js";
 import { checkTransportOptions } from "./options.js";
 
@@ -792,12 +791,18 @@ export class VirtioPciTransport implements PciFunction, VirtioInterrupt {
       return;
     }
     if (start === C.QUEUE_SIZE) {
-      // §2.7 / §4.1.4.3.2: a power of two, at most the maximum the device offered.
-      if (!isValidQueueSize(value) || value > q.maxSize) {
-        this.ignore(`queue ${i} size ${value} is not a power of two ≤ ${q.maxSize} (§2.7)`);
-        return;
-      }
-      q.size = value;
+      // queue_size is a plain read-write register (§4.1.4.3: "can be modified by the
+      // driver"): it stores and reads back what the driver wrote, like virtio-mmio's
+      // QueueNum (§4.2.2). The value is validated when the queue is enabled: a size that
+      // is 0, not a power of two (§2.7) or above the maximum the device offered makes
+      // queue_enable put the device in DEVICE_NEEDS_RESET (§2.1.2) with the queue left
+      // disabled — exactly what virtio-mmio does on QueueReady. Dropping the write instead
+      // (the old behaviour) made the device enable a ring of the *old* size under a driver
+      // that laid out rings for the new one: both sides would then read each other's
+      // rings at the wrong offsets without any error. Linux writes the size, then the
+      // ring addresses, then enables (vp_modern_set_queue_size / vm_setup_vq) and never
+      // reads the size back, so only NEEDS_RESET tells it something went wrong.
+      q.size = value & 0xffff;
       return;
     }
     // Address halves.

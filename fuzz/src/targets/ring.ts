@@ -1,0 +1,757 @@
+/**
+ * Fuzz target `ring`: hostile split virtqueues (virtio 1.2 §2.7) through virtio-mmio
+ * (§4.2) and virtio-pci (§4.1) for virtio-blk, virtio-net and virtio-rng.
+ *
+ * A case picks a device, a transport, the negotiated ring features (EVENT_IDX §2.7.10,
+ * INDIRECT_DESC §2.7.5.3) and a queue size, then plays a sequence of steps on the rings:
+ * well-formed chains (with real request headers and frames), raw descriptors with any
+ * address, length, flags and `next` (out of memory, across the end, 2^64-1, loops, nested
+ * indirect, device-readable after device-writable), indirect tables of any length,
+ * avail-index jumps, kicks, and frames arriving from the network. After every case:
+ *
+ * - no exception escaped and the bus caught none (`handlerFaults` = 0);
+ * - nothing outside guest memory, or outside the rings and the buffers flagged
+ *   device-writable, changed (canaries; device-readable buffers and indirect tables are
+ *   compared with what the driver wrote);
+ * - every used element names a head the driver made available and that is still
+ *   outstanding, never more than were made available, with a used length no larger than
+ *   the chain's writable bytes (§2.7.8.1);
+ * - once the device set DEVICE_NEEDS_RESET (§2.1.2) it publishes nothing more;
+ * - when the device broke, and on a sample of the other cases, it serves a real driver
+ *   again after a reset (§2.4).
+ *
+ * One device per (device, transport) pair is kept across cases in a worker, reset at the
+ * start of each case (§2.4: a reset returns the device to its initial state): building a
+ * device and its PCI function per case would cost more than the case itself. A replay
+ * runs the case on a fresh device; if a failure does not replay, the reset left state
+ * behind — itself a bug.
+ *
+ * @module
+ */
+
+import { LoopbackBackend } from "@pvkit/platform";
+import { MemoryDisk, VIRTIO_BLK_HEADER_SIZE, VirtioBlkDevice } from "@pvkit/virtio-blk";
+import {
+  unbindVirtioDriver,
+  VIRTIO_CONFIG_S_ACKNOWLEDGE,
+  VIRTIO_CONFIG_S_DRIVER,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_VERSION_1,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  type VirtioDevice,
+  VirtioRngDevice,
+} from "@pvkit/virtio-core";
+import {
+  type MemoryRange,
+  MockSplitQueue,
+  type RawDescriptor,
+  type TestGuest,
+  type TestTransport,
+  testGuest,
+} from "@pvkit/virtio-core/testing";
+import { VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_SIZE, VirtioNetDevice } from "@pvkit/virtio-net";
+import * as fc from "fast-check";
+import {
+  expectModel,
+  expectNoBusFaults,
+  expectServesAfterReset,
+  GuardedMemory,
+  noThrow,
+  type ServeProbe,
+  tick,
+} from "../guards.js";
+import { FuzzFinding, type FuzzTarget } from "../target.js";
+
+// ── guest layout (256 KiB of guest RAM; above 64 KiB is scratch) ─────────────────────────────────────────────
+
+const MEMORY_BYTES = 0x4_0000;
+/** Ring i lives at i * RING_STRIDE (queue sizes up to 16 fit in 0x400). */
+const RING_STRIDE = 0x400;
+/** Indirect tables. */
+const TABLE_BASE = 0x1000;
+const TABLE_STRIDE = 0x100;
+/** Data buffers. */
+const DATA_BASE = 0x2000;
+const DATA_BYTES = 0x6000;
+/** Scratch RAM for the real driver of the serve-after-reset check. */
+const SCRATCH: MemoryRange = { addr: 0x1_0000, len: 0x3_0000 };
+const DISK_BYTES = 64 * 512;
+
+// ── the case ────────────────────────────────────────────────────────────────────────
+
+/** Where a buffer address points. */
+export type AddrKind = "data" | "ring" | "end" | "outside" | "max" | "table";
+
+/** A buffer: `off` inside the area `kind` names; `len` as written. */
+export interface BufSpec {
+  readonly kind: AddrKind;
+  readonly off: number;
+  readonly len: number;
+}
+
+/** A raw descriptor: a buffer plus verbatim flags and next. */
+export interface RawDescSpec extends BufSpec {
+  readonly flags: number;
+  readonly next: number;
+}
+
+/** One step of a ring case. */
+export type RingStep =
+  | {
+      /** A well-formed chain: readable buffers then writable ones (§2.7.13.1). */
+      readonly k: "good";
+      readonly q: number;
+      readonly read: readonly BufSpec[];
+      readonly write: readonly BufSpec[];
+      readonly indirect: boolean;
+      /** blk: request type and sector written into the header. */
+      readonly type: number;
+      readonly sector: number;
+    }
+  | {
+      /** Raw descriptors written at `at`, `at+1`, …; then `head` made available. */
+      readonly k: "raw";
+      readonly q: number;
+      readonly at: number;
+      readonly descs: readonly RawDescSpec[];
+      readonly head: number;
+    }
+  | {
+      /** An indirect table of raw entries, pointed at by one descriptor of length `len`. */
+      readonly k: "table";
+      readonly q: number;
+      readonly entries: readonly RawDescSpec[];
+      /** Added to 16·entries (a length that is not a multiple of 16, zero, too long). */
+      readonly lenDelta: number;
+      readonly flags: number;
+    }
+  | { readonly k: "avail"; readonly q: number; readonly delta: number }
+  | { readonly k: "kick"; readonly q: number }
+  | { readonly k: "frame"; readonly len: number; readonly bcast: boolean };
+
+/** Which device the case drives. */
+export type RingDevice = "blk" | "net" | "rng";
+
+/** A ring case. */
+export interface RingCase {
+  readonly device: RingDevice;
+  readonly transport: TestTransport;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  readonly mrgRxbuf: boolean;
+  readonly size: number;
+  readonly steps: readonly RingStep[];
+  /** Run the serve-after-reset check even when the device did not break. */
+  readonly serveCheck: boolean;
+}
+
+const bufArb: fc.Arbitrary<BufSpec> = fc.oneof(
+  {
+    weight: 12,
+    arbitrary: fc.record({
+      kind: fc.constant<AddrKind>("data"),
+      off: fc.nat(DATA_BYTES - 1),
+      len: fc.oneof(fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0, max: 2048 })),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constantFrom<AddrKind>("ring", "end", "outside", "max", "table"),
+      off: fc.nat(0x1000),
+      len: fc.oneof(
+        fc.integer({ min: 0, max: 4096 }),
+        fc.constantFrom(0xffff_ffff, 0x8000_0000, 0x1_0000),
+      ),
+    }),
+  },
+);
+
+const flagsArb = fc.oneof(
+  { weight: 6, arbitrary: fc.nat(7) },
+  { weight: 1, arbitrary: fc.nat(0xffff) },
+);
+
+const rawDescArb = (size: number): fc.Arbitrary<RawDescSpec> =>
+  fc
+    .tuple(
+      bufArb,
+      flagsArb,
+      fc.oneof(
+        { weight: 6, arbitrary: fc.nat(size - 1) },
+        { weight: 1, arbitrary: fc.nat(0xffff) },
+      ),
+    )
+    .map(([b, flags, next]) => ({ ...b, flags, next }));
+
+function stepArb(device: RingDevice, size: number, queues: number): fc.Arbitrary<RingStep> {
+  const q = fc.oneof(
+    { weight: 8, arbitrary: fc.nat(queues - 1) },
+    { weight: 1, arbitrary: fc.nat(0xffff) },
+  );
+  const qn = fc.nat(queues - 1);
+  const arbs: fc.WeightedArbitrary<RingStep>[] = [
+    {
+      weight: 8,
+      arbitrary: fc.record({
+        k: fc.constant("good" as const),
+        q: qn,
+        read: fc.array(bufArb, {
+          minLength: device === "rng" ? 0 : 1,
+          maxLength: device === "rng" ? 1 : 3,
+        }),
+        write: fc.array(bufArb, { minLength: 0, maxLength: 3 }),
+        indirect: fc.boolean(),
+        type: fc.constantFrom(0, 0, 1, 1, 4, 8, 11, 13, 99),
+        sector: fc.oneof(fc.nat(DISK_BYTES / 512 + 2), fc.nat(0xffff_ffff)),
+      }),
+    },
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        k: fc.constant("raw" as const),
+        q: qn,
+        at: fc.nat(size - 1),
+        descs: fc.array(rawDescArb(size), { minLength: 1, maxLength: 4 }),
+        head: fc.oneof(
+          { weight: 6, arbitrary: fc.nat(size - 1) },
+          { weight: 1, arbitrary: fc.nat(0xffff) },
+        ),
+      }),
+    },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        k: fc.constant("table" as const),
+        q: qn,
+        entries: fc.array(rawDescArb(8), { minLength: 0, maxLength: 8 }),
+        lenDelta: fc.oneof(
+          { weight: 5, arbitrary: fc.constant(0) },
+          { weight: 1, arbitrary: fc.integer({ min: -20, max: 20 }) },
+        ),
+        flags: fc.oneof(
+          { weight: 5, arbitrary: fc.constant(VIRTQ_DESC_F_INDIRECT) },
+          { weight: 1, arbitrary: fc.nat(7) },
+        ),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        k: fc.constant("avail" as const),
+        q: qn,
+        delta: fc.oneof(fc.integer({ min: -2, max: 2 }), fc.integer({ min: 0, max: 0xffff })),
+      }),
+    },
+    { weight: 6, arbitrary: fc.record({ k: fc.constant("kick" as const), q }) },
+  ];
+  if (device === "net") {
+    arbs.push({
+      weight: 3,
+      arbitrary: fc.record({
+        k: fc.constant("frame" as const),
+        len: fc.oneof(fc.integer({ min: 14, max: 128 }), fc.integer({ min: 0, max: 1600 })),
+        bcast: fc.boolean(),
+      }),
+    });
+  }
+  return fc.oneof(...arbs);
+}
+
+/** The `ring` case generator: device, transport, features, size, then steps for them. */
+export const ringCaseArb: fc.Arbitrary<RingCase> = fc
+  .record({
+    device: fc.constantFrom<RingDevice>("blk", "net", "rng"),
+    transport: fc.constantFrom<TestTransport>("mmio", "pci"),
+    eventIdx: fc.boolean(),
+    indirect: fc.boolean(),
+    mrgRxbuf: fc.boolean(),
+    size: fc.constantFrom(2, 4, 8, 16),
+    serveCheck: fc.integer({ min: 0, max: 15 }).map((n) => n === 0),
+  })
+  .chain((h) =>
+    fc
+      .array(stepArb(h.device, h.size, queueCount(h.device)), { minLength: 1, maxLength: 12 })
+      .map((steps) => ({ ...h, steps })),
+  );
+
+function queueCount(device: RingDevice): number {
+  return device === "net" ? 2 : 1;
+}
+
+// ── the rig (one per device and transport, per worker) ─────────────────────────────
+
+interface Rig {
+  readonly device: RingDevice;
+  readonly transport: TestTransport;
+  readonly guard: GuardedMemory;
+  readonly guest: TestGuest;
+  readonly disk: MemoryDisk | null;
+  readonly backend: LoopbackBackend | null;
+  readonly offered: bigint;
+  /** Per byte of guest RAM: what the driver wrote into a device-readable area. */
+  readonly image: Uint8Array;
+  /** Per byte: 1 when the driver wrote it into a device-readable area. */
+  readonly roMask: Uint8Array;
+  /** Per byte: 1 when the device may write it (rings, writable buffers, scratch). */
+  readonly wMask: Uint8Array;
+}
+
+const rigs = new Map<string, Rig>();
+
+function rigFor(device: RingDevice, transport: TestTransport): Rig {
+  const key = `${device}/${transport}`;
+  const have = rigs.get(key);
+  if (have !== undefined) return have;
+  const guard = new GuardedMemory(MEMORY_BYTES);
+  let dev: VirtioDevice;
+  let disk: MemoryDisk | null = null;
+  let backend: LoopbackBackend | null = null;
+  if (device === "blk") {
+    disk = new MemoryDisk(DISK_BYTES);
+    for (let i = 0; i < DISK_BYTES; i++) disk.bytes[i] = (i * 7 + (i >> 9)) & 0xff;
+    dev = new VirtioBlkDevice({
+      backend: disk,
+      queueSize: 16,
+      flush: true,
+      discard: true,
+      writeZeroes: true,
+    });
+  } else if (device === "net") {
+    backend = new LoopbackBackend();
+    dev = new VirtioNetDevice({ backend, queueSize: 16, mrgRxbuf: true });
+  } else {
+    let x = 1;
+    dev = new VirtioRngDevice({
+      queueSize: 16,
+      source: (b: Uint8Array) => {
+        for (let i = 0; i < b.length; i++) {
+          x = (x * 1103515245 + 12345) >>> 0;
+          b[i] = x >>> 24;
+        }
+      },
+    });
+  }
+  const guest = testGuest(dev, { transport, memory: guard.memory });
+  const rig: Rig = {
+    device,
+    transport,
+    guard,
+    guest,
+    disk,
+    backend,
+    offered: guest.transport.readDeviceFeatures(),
+    image: new Uint8Array(MEMORY_BYTES),
+    roMask: new Uint8Array(MEMORY_BYTES),
+    wMask: new Uint8Array(MEMORY_BYTES),
+  };
+  rigs.set(key, rig);
+  return rig;
+}
+
+// ── playing a case ──────────────────────────────────────────────────────────────────
+
+function addrOf(b: BufSpec): bigint | number {
+  switch (b.kind) {
+    case "data":
+      return DATA_BASE + (b.off % DATA_BYTES);
+    case "ring":
+      return b.off % TABLE_BASE;
+    case "table":
+      return TABLE_BASE + (b.off % 0x1000);
+    case "end":
+      return MEMORY_BYTES - 1 - (b.off % 64);
+    case "outside":
+      return MEMORY_BYTES + b.off * 16;
+    case "max":
+      return (1n << 64n) - 1n - BigInt(b.off);
+  }
+}
+
+/** The part of `[addr, addr+len)` inside guest memory, or null. */
+function clip(addr: bigint | number, len: number): MemoryRange | null {
+  if (typeof addr === "bigint" || addr >= MEMORY_BYTES || len === 0) return null;
+  return { addr, len: Math.min(len, MEMORY_BYTES - addr) };
+}
+
+interface QueueState {
+  readonly mock: MockSplitQueue;
+  /** Heads made available and not yet used (multiset). */
+  readonly outstanding: Map<number, number>;
+  outstandingCount: number;
+  /** Exact writable bytes of well-formed chains by head; raw steps make it loose. */
+  readonly writable: Map<number, number>;
+  loose: boolean;
+  looseBound: number;
+  tableNext: number;
+  /** used.idx at the previous check. */
+  seen: number;
+}
+
+class Player {
+  readonly queues: QueueState[] = [];
+  /** Ranges the device may write: rings and device-writable buffers. */
+  readonly keep: MemoryRange[] = [{ ...SCRATCH }];
+  /** Ranges written by the driver that the device must only read. */
+  readonly readOnly: MemoryRange[] = [];
+  broken = false;
+  usedAtBreak: number[] = [];
+  /** Set when a device-writable buffer covers ring memory. */
+  ringsWritable = false;
+  /** One past the last ring byte. */
+  ringEnd = 0;
+
+  constructor(
+    readonly rig: Rig,
+    readonly c: RingCase,
+  ) {}
+
+  what(): string {
+    return `${this.c.device} over ${this.c.transport}`;
+  }
+
+  setup(): void {
+    const { rig, c } = this;
+    const t = rig.guest.transport;
+    let features = 1n << BigInt(VIRTIO_F_VERSION_1);
+    if (c.eventIdx) features |= 1n << BigInt(VIRTIO_F_EVENT_IDX);
+    if (c.indirect) features |= 1n << BigInt(VIRTIO_F_INDIRECT_DESC);
+    if (c.device === "net" && c.mrgRxbuf) features |= 1n << BigInt(VIRTIO_NET_F_MRG_RXBUF);
+    features &= rig.offered;
+    noThrow(`${this.what()}: negotiation`, () => {
+      t.reset();
+      unbindVirtioDriver(t);
+      t.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE);
+      t.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+      t.writeDriverFeatures(features);
+      t.setStatus(
+        VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+      );
+    });
+    const mem = rig.guard.memory;
+    for (let i = 0; i < queueCount(c.device); i++) {
+      const mock = new MockSplitQueue(mem, c.size, { base: i * RING_STRIDE, zero: false });
+      this.queues.push({
+        mock,
+        outstanding: new Map(),
+        outstandingCount: 0,
+        writable: new Map(),
+        loose: false,
+        looseBound: 0,
+        tableNext: 0,
+        seen: 0,
+      });
+      this.keep.push(...mock.ringRanges());
+      this.ringEnd = Math.max(this.ringEnd, mock.end);
+    }
+    rig.roMask.fill(0);
+    rig.wMask.fill(0);
+    for (const r of this.keep) rig.wMask.fill(1, r.addr, r.addr + r.len);
+    // Canaries first, then the rings are zeroed and queues enabled.
+    rig.guard.arm(this.keep);
+    for (const [i, q] of this.queues.entries()) {
+      q.mock.clearRings();
+      const err = noThrow(`${this.what()}: queue setup`, () =>
+        t.setupQueue(i, c.size, {
+          desc: q.mock.descAddr,
+          driver: q.mock.availAddr,
+          device: q.mock.usedAddr,
+        }),
+      );
+      expectModel(
+        err === undefined,
+        () => `${this.what()}: queue ${i} setup failed: ${err?.message}`,
+      );
+    }
+    noThrow(`${this.what()}: DRIVER_OK`, () =>
+      t.setStatus(
+        VIRTIO_CONFIG_S_ACKNOWLEDGE |
+          VIRTIO_CONFIG_S_DRIVER |
+          VIRTIO_CONFIG_S_FEATURES_OK |
+          VIRTIO_CONFIG_S_DRIVER_OK,
+      ),
+    );
+    const status = t.getStatus();
+    expectModel(
+      (status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && (status & VIRTIO_CONFIG_S_NEEDS_RESET) === 0,
+      () =>
+        `${this.what()}: a fresh device did not reach DRIVER_OK (status 0x${status.toString(16)})`,
+    );
+  }
+
+  private markWritable(addr: bigint | number, len: number): number {
+    const r = clip(addr, len);
+    if (r !== null) {
+      this.keep.push(r);
+      this.rig.wMask.fill(1, r.addr, r.addr + r.len);
+      // A writable buffer over a ring lets the device overwrite the ring as asked: the
+      // used-ring model no longer holds (the canaries still do).
+      if (r.addr < this.ringEnd) this.ringsWritable = true;
+    }
+    return len;
+  }
+
+  private fillReadable(b: BufSpec, first: boolean, step: RingStep & { k: "good" }): void {
+    // Only buffers in the data area get contents; a hostile pointer (into the rings, past
+    // the end) is left pointing at whatever is there.
+    if (b.kind !== "data") return;
+    const addr = addrOf(b) as number;
+    const end = Math.min(addr + b.len, DATA_BASE + DATA_BYTES);
+    if (end <= addr) return;
+    const r: MemoryRange = { addr, len: end - addr };
+    const mem = this.rig.guard.memory;
+    const bytes = mem.slice(r.addr, r.len);
+    if (!(bytes instanceof Uint8Array)) return;
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (r.addr + i * 13) & 0xff;
+    if (first && this.c.device === "blk" && bytes.length >= 8) {
+      const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+      v.setUint32(0, step.type, true);
+      v.setUint32(4, 0, true);
+      if (bytes.length >= VIRTIO_BLK_HEADER_SIZE) {
+        v.setUint32(8, step.sector, true);
+        v.setUint32(12, 0, true);
+      }
+    }
+    if (first && this.c.device === "net")
+      bytes.fill(0, 0, Math.min(bytes.length, VIRTIO_NET_HDR_SIZE));
+    this.noteReadOnly(r);
+  }
+
+  /** Records what the driver just wrote at `r` (device-readable: must stay as written). */
+  noteReadOnly(r: MemoryRange): void {
+    const bytes = this.rig.guard.memory.slice(r.addr, r.len);
+    if (!(bytes instanceof Uint8Array)) return;
+    this.readOnly.push(r);
+    this.rig.image.set(bytes, r.addr);
+    this.rig.roMask.fill(1, r.addr, r.addr + r.len);
+  }
+
+  private makeAvailable(q: QueueState, head: number): void {
+    q.mock.pushAvail(head);
+    const h = head & 0xffff;
+    q.outstanding.set(h, (q.outstanding.get(h) ?? 0) + 1);
+    q.outstandingCount++;
+  }
+
+  private tableAddr(q: number, n: number): number {
+    const qs = this.queues[q]!;
+    const at = TABLE_BASE + (((q * 8 + (qs.tableNext++ % 8)) * TABLE_STRIDE) % 0x1000);
+    return n * 16 <= TABLE_STRIDE ? at : TABLE_BASE;
+  }
+
+  private rawDesc(d: RawDescSpec): RawDescriptor {
+    const addr = addrOf(d);
+    if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) this.markWritable(addr, d.len);
+    return { addr, len: d.len, flags: d.flags, next: d.next };
+  }
+
+  async step(s: RingStep): Promise<void> {
+    const what = this.what();
+    if (s.k === "frame") {
+      const backend = this.rig.backend!;
+      const frame = new Uint8Array(s.len);
+      for (let i = 0; i < frame.length; i++) frame[i] = (i * 31 + s.len) & 0xff;
+      if (s.bcast && frame.length >= 6) frame.fill(0xff, 0, 6);
+      noThrow(`${what}: a frame from the network`, () => backend.inject(frame));
+      return;
+    }
+    const q = this.queues[s.q];
+    if (s.k === "kick") {
+      noThrow(`${what}: kick of queue ${s.q}`, () => this.rig.guest.transport.notify(s.q));
+      return;
+    }
+    if (q === undefined) return;
+    const mock = q.mock;
+    switch (s.k) {
+      case "good": {
+        if (mock.freeDescriptors < (s.indirect ? 1 : s.read.length + s.write.length)) return;
+        if (s.read.length + s.write.length === 0) return;
+        const bufs = [
+          ...s.read.map((b) => ({ addr: addrOf(b), len: b.len, writable: false })),
+          ...s.write.map((b) => ({ addr: addrOf(b), len: b.len, writable: true })),
+        ];
+        let writable = 0;
+        for (const [i, b] of s.read.entries()) this.fillReadable(b, i === 0, s);
+        for (const b of bufs) if (b.writable) writable += this.markWritable(b.addr, b.len);
+        const indirectTable = s.indirect ? this.tableAddr(s.q, bufs.length) : undefined;
+        const head = mock.addChain(bufs, {
+          makeAvailable: false,
+          ...(indirectTable === undefined ? {} : { indirectTable }),
+        });
+        if (indirectTable !== undefined)
+          this.noteReadOnly({ addr: indirectTable, len: 16 * bufs.length });
+        q.writable.set(head, Math.max(q.writable.get(head) ?? 0, writable));
+        q.looseBound += writable;
+        this.makeAvailable(q, head);
+        return;
+      }
+      case "raw": {
+        q.loose = true;
+        for (const [i, d] of s.descs.entries()) {
+          const raw = this.rawDesc(d);
+          q.looseBound += (d.flags & VIRTQ_DESC_F_WRITE) !== 0 ? d.len : 0;
+          mock.writeDescriptor((s.at + i) % this.c.size, raw);
+        }
+        this.makeAvailable(q, s.head);
+        return;
+      }
+      case "table": {
+        q.loose = true;
+        const at = this.tableAddr(s.q, s.entries.length);
+        const entries = s.entries.map((e) => this.rawDesc(e));
+        for (const e of s.entries) q.looseBound += (e.flags & VIRTQ_DESC_F_WRITE) !== 0 ? e.len : 0;
+        if (entries.length > 0) {
+          mock.writeIndirectTable(at, entries);
+          this.noteReadOnly({ addr: at, len: 16 * entries.length });
+        }
+        const len = Math.max(0, 16 * entries.length + s.lenDelta);
+        if ((s.flags & VIRTQ_DESC_F_WRITE) !== 0) {
+          this.markWritable(at, len);
+          q.looseBound += len;
+        }
+        const idx = (mock.availIdx() + 3) % this.c.size;
+        mock.writeDescriptor(idx, { addr: at, len, flags: s.flags & ~VIRTQ_DESC_F_NEXT, next: 0 });
+        this.makeAvailable(q, idx);
+        return;
+      }
+      case "avail": {
+        q.loose = true;
+        const from = mock.availIdx();
+        const to = (from + s.delta) & 0xffff;
+        // Entries between the old and new index hold whatever the ring has: count them.
+        const n = (to - from) & 0xffff;
+        for (let k = 0; k < Math.min(n, this.c.size); k++) {
+          const slot = (from + k) % this.c.size;
+          const v = this.rig.guard.memory.readU16(mock.availAddr + 4 + 2 * slot);
+          const h = typeof v === "number" ? v : 0;
+          q.outstanding.set(h, (q.outstanding.get(h) ?? 0) + Math.ceil(n / this.c.size));
+          q.outstandingCount += Math.ceil(n / this.c.size);
+        }
+        mock.setAvailIdx(to);
+        return;
+      }
+    }
+  }
+
+  /** Reads the used rings and checks them against what was made available. */
+  checkUsed(): void {
+    if (this.ringsWritable) return;
+    const what = this.what();
+    for (const [i, q] of this.queues.entries()) {
+      const now = q.mock.usedIdx();
+      const moved = (now - q.seen) & 0xffff;
+      q.seen = now;
+      const used = q.mock.readUsed();
+      expectModel(
+        moved <= q.outstandingCount,
+        () =>
+          `${what}: queue ${i} moved used.idx by ${moved} with ${q.outstandingCount} chains outstanding (§2.7.8)`,
+      );
+      for (const e of used) {
+        const n = q.outstanding.get(e.id) ?? 0;
+        expectModel(
+          n > 0,
+          () => `${what}: queue ${i} returned head ${e.id}, which was not outstanding (§2.7.8)`,
+        );
+        if (n === 1) q.outstanding.delete(e.id);
+        else q.outstanding.set(e.id, n - 1);
+        q.outstandingCount--;
+        const bound = q.loose ? q.looseBound : (q.writable.get(e.id) ?? 0);
+        expectModel(
+          e.len <= bound,
+          () =>
+            `${what}: queue ${i} head ${e.id} used length ${e.len} > ${bound} writable bytes (§2.7.8.1)`,
+        );
+      }
+    }
+  }
+
+  usedIdxs(): number[] {
+    return this.queues.map((q) => q.mock.usedIdx());
+  }
+
+  status(): number {
+    return this.rig.guest.transport.getStatus();
+  }
+}
+
+/** Plays one ring case (see the module comment for the checks). */
+export async function runRingCase(c: RingCase): Promise<void> {
+  const rig = rigFor(c.device, c.transport);
+  rig.guest.bus.resetStats();
+  const p = new Player(rig, c);
+  p.setup();
+  for (const s of c.steps) {
+    await p.step(s);
+    if (!p.broken && (p.status() & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0) {
+      await tick();
+      p.checkUsed();
+      p.broken = true;
+      p.usedAtBreak = p.usedIdxs();
+    }
+  }
+  await tick();
+  p.checkUsed();
+  const what = p.what();
+  expectNoBusFaults(rig.guest.bus, what);
+  rig.guard.check(what, p.readOnly);
+  checkReadOnly(p);
+  if (!p.broken && (p.status() & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0) p.broken = true;
+  else if (p.broken && !p.ringsWritable) {
+    const now = p.usedIdxs();
+    expectModel(
+      now.every((v, i) => v === p.usedAtBreak[i]),
+      () =>
+        `${what}: the device published used entries after DEVICE_NEEDS_RESET (used.idx ${p.usedAtBreak.join(",")} → ${now.join(",")}); §2.1.2 / DESIGN: stop until reset`,
+    );
+  }
+  if (p.broken || c.serveCheck) {
+    const probe: ServeProbe =
+      c.device === "blk"
+        ? { kind: "blk", sector: 3, expected: rig.disk!.bytes.slice(3 * 512, 4 * 512) }
+        : c.device === "rng"
+          ? { kind: "rng", bytes: 64 }
+          : { kind: "net" };
+    await expectServesAfterReset(
+      { transport: rig.guest.transport, memory: rig.guard.memory, scratch: SCRATCH },
+      probe,
+      what,
+    );
+    expectNoBusFaults(rig.guest.bus, `${what} (serve check)`);
+  }
+}
+
+/** Device-readable buffers and indirect tables must hold what the driver wrote. */
+function checkReadOnly(p: Player): void {
+  const { image, roMask, wMask } = p.rig;
+  for (const r of p.readOnly) {
+    const bytes = p.rig.guard.memory.slice(r.addr, r.len);
+    if (!(bytes instanceof Uint8Array)) continue;
+    for (let i = 0; i < bytes.length; i++) {
+      const a = r.addr + i;
+      if (roMask[a] === 1 && wMask[a] === 0 && bytes[i] !== image[a]) {
+        throw new FuzzFinding(
+          "canary",
+          `${p.what()}: wrote into a device-readable buffer or indirect table at 0x${a.toString(16)} (§2.7.4: the device must not write it)`,
+        );
+      }
+    }
+  }
+}
+
+/** The `ring` target. */
+export const ringTarget: FuzzTarget<RingCase> = {
+  name: "ring",
+  description:
+    "hostile split rings for virtio-blk, virtio-net and virtio-rng through virtio-mmio and virtio-pci",
+  kind: "ring",
+  weight: 6,
+  arbitrary: ringCaseArb,
+  run: runRingCase,
+};
