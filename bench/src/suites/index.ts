@@ -5,6 +5,7 @@
  */
 
 import type { Suite } from "../suite.js";
+import { diskImagesSuite } from "./disk-images.js";
 import { guestKernelSuite } from "./guest-kernel.js";
 import { hypercallMmuSuite } from "./hypercall-mmu.js";
 import { nicCompareSuite } from "./nic-compare.js";
@@ -20,6 +21,7 @@ export const suites: readonly Suite[] = [
   nicCompareSuite,
   splitQueueSuite,
   virtioBlkSuite,
+  diskImagesSuite,
   virtioNetSuite,
   hypercallMmuSuite,
   timersSuite,

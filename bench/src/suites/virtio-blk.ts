@@ -14,7 +14,13 @@
  * @module
  */
 
-import { MemoryDisk, VirtioBlkDevice, VirtioBlkDriver, VirtioBlkType } from "@pvkit/virtio-blk";
+import {
+  type BlockBackend,
+  MemoryDisk,
+  VirtioBlkDevice,
+  VirtioBlkDriver,
+  VirtioBlkType,
+} from "@pvkit/virtio-blk";
 import { DriverError, type GuestBuffer } from "@pvkit/virtio-core";
 import { deliverInterrupts, testGuest } from "@pvkit/virtio-core/testing";
 import type { ChartPoint, ChartSpec } from "../chart-spec.js";
@@ -70,9 +76,13 @@ export interface Measured {
 }
 
 /** One guest with one virtio-blk disk, driven through the batched driver path. */
-function rig(depth: number) {
-  const disk = new MemoryDisk(DISK_BYTES);
-  disk.bytes.fill(1); // commit every page up front, as a real disk image in RAM would be
+function rig(depth: number, backend: BlockBackend | undefined) {
+  let disk = backend;
+  if (disk === undefined) {
+    const mem = new MemoryDisk(DISK_BYTES);
+    mem.bytes.fill(1); // commit every page up front, as a real disk image in RAM would be
+    disk = mem;
+  }
   const device = new VirtioBlkDevice({ backend: disk, queueSize: 256, maxInFlight: 256 });
   const { memory, allocator, bus, irq, transport } = testGuest(device, { memoryBytes: 64 << 20 });
   const route = { handler: (): void => {} };
@@ -86,12 +96,20 @@ function rig(depth: number) {
   return { bus, irq, device, driver, buffers };
 }
 
-/** Keeps `depth` requests in flight for `seconds`, re-posting each one as it completes. */
-export function drive(w: Workload, depth: number, seconds: number): Promise<Measured> {
-  const { bus, irq, device, driver, buffers } = rig(depth);
+/**
+ * Keeps `depth` requests in flight for `seconds`, re-posting each one as it completes,
+ * on `backend` (default: a fresh, fully committed 256 MiB `MemoryDisk`).
+ */
+export function drive(
+  w: Workload,
+  depth: number,
+  seconds: number,
+  backend?: BlockBackend,
+): Promise<Measured> {
+  const { bus, irq, device, driver, buffers } = rig(depth, backend);
   const views = buffers.map((b) => [{ addr: b[0]!.addr, len: w.size }]);
   const sectorsPer = w.size / 512;
-  const slots = DISK_BYTES / w.size;
+  const slots = Math.floor((backend?.byteLength ?? DISK_BYTES) / w.size);
   let x = 12345;
   let next = 0;
   bus.resetStats();

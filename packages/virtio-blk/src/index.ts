@@ -16,8 +16,49 @@ export {
   isBlockBackend,
   type MaybePromise,
 } from "./backend/backend.js";
+export {
+  HttpDisk,
+  HttpDiskError,
+  HttpDiskErrorCode,
+  type HttpDiskOptions,
+  type HttpDiskStats,
+  type HttpFetch,
+} from "./backend/http-disk.js";
 export { MemoryDisk, type MemoryDiskOptions } from "./backend/memory-disk.js";
-export { ClusterState, OverlayDisk, type OverlayDiskOptions } from "./backend/overlay-disk.js";
+export {
+  ClusterState,
+  OverlayDisk,
+  type OverlayDiskOptions,
+  type OverlayMapStore,
+} from "./backend/overlay-disk.js";
+export {
+  encodeQcow2Header,
+  parseQcow2Header,
+  QCOW2_MAGIC,
+  QCOW2_MAX_CLUSTER_BITS,
+  QCOW2_MAX_L1_BYTES,
+  QCOW2_MAX_REFTABLE_BYTES,
+  QCOW2_MIN_CLUSTER_BITS,
+  Qcow2Compatible,
+  Qcow2EntryFlag,
+  Qcow2FormatError,
+  type Qcow2Header,
+  Qcow2HeaderField,
+  type Qcow2HeaderInit,
+  Qcow2Incompatible,
+} from "./backend/qcow2/format.js";
+export {
+  formatQcow2,
+  type ImageFile,
+  type InflateRaw,
+  MemoryImageFile,
+  type OpenBacking,
+  QCOW2_MAX_BACKING_DEPTH,
+  Qcow2Disk,
+  type Qcow2FormatOptions,
+  type Qcow2OpenOptions,
+  type Qcow2Stats,
+} from "./backend/qcow2/qcow2-disk.js";
 export {
   type BlkTopology,
   VirtioBlkDevice,

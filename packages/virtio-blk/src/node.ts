@@ -6,3 +6,15 @@
  */
 
 export { FileDisk, type FileDiskOptions } from "./backend/file-disk.js";
+export {
+  OverlayMapError,
+  OverlayMapErrorCode,
+  openPersistentOverlay,
+  type PersistentOverlayOptions,
+} from "./backend/persistent-overlay.js";
+export {
+  createQcow2,
+  inflateRawZlib,
+  openQcow2,
+  type Qcow2FileOptions,
+} from "./backend/qcow2/node.js";

@@ -294,7 +294,7 @@ describe("virtio-blk against a hostile driver (§5.2.6)", () => {
     ["a device-readable status descriptor", [hdr(), data(512, false), st(false)]],
     ["a zero-length status descriptor", [hdr(), st(true, 0)]],
   ] as Array<[string, ChainBuffer[]]>)(
-    "%s: no byte for the status is queue corruption → NEEDS_RESET, head returned, serving again after reset",
+    "%s: no byte for the status is queue corruption → NEEDS_RESET, head not completed, serving again after reset",
     async (_n, chain) => {
       const rig = rawRig();
       const resets: string[] = [];
@@ -302,7 +302,10 @@ describe("virtio-blk against a hostile driver (§5.2.6)", () => {
       rig.header(HDR, VirtioBlkType.OUT, 0);
       rig.memory.fill(DATA, 512, 0x11);
       const used = await rig.submit(chain);
-      expect(used?.len).toBe(0); // the head comes back, with nothing written
+      // Not completed (issue 17): a used element would acknowledge a request the device
+      // never executed; the driver reclaims the head by resetting (§2.4).
+      expect(used).toBeUndefined();
+      expect(rig.mock().usedIdx()).toBe(0);
       expect(resets).toEqual(["MALFORMED_REQUEST"]);
       expect(rig.r(R.STATUS) & NEEDS_RESET).toBe(NEEDS_RESET);
       expect(rig.r(R.INTERRUPT_STATUS) & 2).toBe(2); // config interrupt

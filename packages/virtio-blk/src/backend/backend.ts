@@ -25,6 +25,14 @@ export interface BlockBackend {
   readonly byteLength: number;
   /** Whether writes are refused (the device then offers VIRTIO_BLK_F_RO). */
   readonly readOnly: boolean;
+  /**
+   * `true` when `readv`/`writev` are done with their buffers before they return (e.g.
+   * `MemoryDisk`). The device then hands them views of guest memory (zero-copy). Otherwise
+   * (default) the device passes host copies, because a reset may come while the operation
+   * is in flight: after it the guest owns that memory again (§2.4), so a late read must
+   * not land in it and a late write must not take its data from it.
+   */
+  readonly synchronous?: boolean;
   /** Reads `sum(buffers.length)` bytes from `offset` into `buffers`, in order. */
   readv(offset: number, buffers: readonly Uint8Array[]): MaybePromise<BlockResult>;
   /** Writes `buffers`, in order, at `offset`. Done means visible to later reads (not yet durable). */

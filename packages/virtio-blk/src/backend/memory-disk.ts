@@ -19,6 +19,8 @@ export class MemoryDisk implements BlockBackend {
   /** The disk's bytes (zero-copy: tests and tools may inspect or prefill them). */
   readonly bytes: Uint8Array;
   readonly readOnly: boolean;
+  /** Reads and writes finish before they return: the device may pass guest-memory views. */
+  readonly synchronous = true;
 
   /**
    * @param sizeOrBytes - size in bytes (a multiple of 512), or the bytes to use

@@ -10,10 +10,16 @@
  * are serialised so two copy-ups never race. The map changes only after the top write
  * completed, so a read never sees a half-copied cluster.
  *
+ * With a {@link OverlayMapStore} the map survives a restart: FLUSH first makes the top's
+ * data durable, then stores the map as it was when the FLUSH began (data before map, so a
+ * stored map never points at clusters whose bytes could be lost); a crash after an
+ * acknowledged FLUSH loses nothing. `openPersistentOverlay` (from `@pvkit/virtio-blk/node`)
+ * keeps the data and the map in two files.
+ *
  * @module
  */
 
-import type { BlockBackend, BlockErrno, BlockResult } from "./backend.js";
+import type { BlockBackend, BlockErrno, BlockResult, MaybePromise } from "./backend.js";
 import { iovLength, iovSlice } from "./backend.js";
 
 /** Where a cluster's bytes are. */
@@ -26,10 +32,31 @@ export const ClusterState = {
   ZERO: 2,
 } as const;
 
+/**
+ * Where an {@link OverlayDisk} keeps its allocation map between runs.
+ * `openPersistentOverlay` (Node) provides one backed by a map file.
+ */
+export interface OverlayMapStore {
+  /**
+   * Stores `map` (one {@link ClusterState} per cluster) durably: once this succeeds the
+   * map survives a crash, and a crash before leaves the previously stored map intact.
+   */
+  save(map: Uint8Array): MaybePromise<BlockResult>;
+  /** Releases the store (closes files). */
+  close(): MaybePromise<void>;
+}
+
 /** Options of {@link OverlayDisk}. */
 export interface OverlayDiskOptions {
   /** Cluster size in bytes (a power of two ≥ 512; default 65536). */
   readonly clusterSize?: number;
+  /**
+   * The map to start from (a map stored by an earlier run), one {@link ClusterState} per
+   * cluster; default all BASE. Copied.
+   */
+  readonly map?: Uint8Array;
+  /** Stores the map at each FLUSH (and at close), so the overlay survives a restart. */
+  readonly mapStore?: OverlayMapStore;
 }
 
 /** Copy-on-write over a read-only base. */
@@ -43,6 +70,11 @@ export class OverlayDisk implements BlockBackend {
   /** Clusters copied up from the base by partial writes. */
   copyUps = 0;
   private readonly locks = new Map<number, Promise<void>>();
+  private readonly mapStore: OverlayMapStore | undefined;
+  /** The map as last stored (to skip storing an unchanged map). */
+  private storedMap: Uint8Array | undefined;
+  /** The last FLUSH in the chain (FLUSHes store their maps in order). */
+  private flushing: Promise<BlockResult> = Promise.resolve(undefined);
 
   /**
    * @param base - the shared base disk (never written)
@@ -62,6 +94,15 @@ export class OverlayDisk implements BlockBackend {
     }
     this.byteLength = base.byteLength;
     this.map = new Uint8Array(Math.ceil(this.byteLength / c));
+    if (options.map !== undefined) {
+      if (options.map.length !== this.map.length || options.map.some((s) => s > ClusterState.ZERO))
+        throw new Error(
+          `the initial map must hold ${this.map.length} cluster states (0 BASE, 1 TOP, 2 ZERO)`,
+        );
+      this.map.set(options.map);
+    }
+    this.mapStore = options.mapStore;
+    if (this.mapStore !== undefined) this.storedMap = this.map.slice();
   }
 
   /** Number of clusters held by the top disk. */
@@ -138,8 +179,27 @@ export class OverlayDisk implements BlockBackend {
     return this.top.writev(cStart, [merged]);
   }
 
+  /**
+   * Makes every completed write durable (§5.2.6.2). With a map store: flushes the top,
+   * then stores the map as it was when this FLUSH began (data before map).
+   */
   flush(): Promise<BlockResult> | BlockResult {
-    return this.top.flush();
+    const store = this.mapStore;
+    if (store === undefined) return this.top.flush();
+    const run = async (): Promise<BlockResult> => {
+      // Every cluster marked TOP here had its top write completed: the flush below covers it.
+      const snapshot = this.map.slice();
+      const r = await this.top.flush();
+      if (r !== undefined) return r;
+      if (sameBytes(snapshot, this.storedMap)) return undefined;
+      const s = await store.save(snapshot);
+      if (s !== undefined) return s;
+      this.storedMap = snapshot;
+      return undefined;
+    };
+    const p = this.flushing.then(run, run);
+    this.flushing = p;
+    return p;
   }
 
   discard(offset: number, length: number): Promise<BlockResult> {
@@ -209,7 +269,18 @@ export class OverlayDisk implements BlockBackend {
     }
   }
 
+  /** Closes the top (after storing the map, when there is a map store). */
   async close(): Promise<void> {
+    if (this.mapStore !== undefined) {
+      await this.flush();
+      await this.mapStore.close();
+    }
     await this.top.close();
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array | undefined): boolean {
+  if (b === undefined || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

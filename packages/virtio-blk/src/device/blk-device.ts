@@ -12,7 +12,7 @@
 import { expectArgument, expectOptions } from "@pvkit/platform";
 import {
   type DescriptorChain,
-  type DeviceQueue,
+  type DeviceVirtqueue,
   featureMask,
   hasFeature,
   VirtioDeviceBase,
@@ -102,6 +102,8 @@ export interface VirtioBlkOptions {
   readonly eventIdx?: boolean;
   /** Offer VIRTIO_F_INDIRECT_DESC (default true). */
   readonly indirectDesc?: boolean;
+  /** Offer VIRTIO_F_RING_PACKED (§2.8; default false): packed rings if the driver accepts them. */
+  readonly ringPacked?: boolean;
 }
 
 /** Events of {@link VirtioBlkDevice}. */
@@ -131,7 +133,7 @@ const BACKEND_ERROR: Record<string, BlkErrorCode> = {
 };
 
 interface Pending {
-  readonly queue: DeviceQueue;
+  readonly queue: DeviceVirtqueue;
   readonly chain: DescriptorChain;
   readonly epoch: number;
 }
@@ -199,6 +201,7 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
       configSize: C.SIZE,
       ...(options.eventIdx === undefined ? {} : { eventIdx: options.eventIdx }),
       ...(options.indirectDesc === undefined ? {} : { indirectDesc: options.indirectDesc }),
+      ...(options.ringPacked === undefined ? {} : { ringPacked: options.ringPacked }),
     });
     this.backend = backend;
     this.offered = this.deviceFeatures;
@@ -307,12 +310,12 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
     if (!on) this.track(this.backend.flush()); // switching to writethrough: commit the cache
   }
 
-  protected onQueueNotify(_index: number, queue: DeviceQueue): void {
+  protected onQueueNotify(_index: number, queue: DeviceVirtqueue): void {
     this.pump(queue);
   }
 
   /** Pops and starts requests while the queue has them and the in-flight bound allows. */
-  private pump(queue: DeviceQueue): void {
+  private pump(queue: DeviceVirtqueue): void {
     const qi = queue.index;
     for (;;) {
       queue.disableNotification();
@@ -333,8 +336,18 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
     const req = parseBlkRequest(p.chain, this.limits);
     if (!req.ok) {
       if (req.fatal) {
-        // No byte to answer in: return the head with nothing written, then stop (§2.1.2).
-        p.queue.addUsed(p.chain.head, 0);
+        // DESIGN (issue 17): a chain with no device-writable status byte is queue
+        // corruption, not a per-request fault — §5.2.6 requires the status as the chain's
+        // last writable byte (§5.2.6.1), so the device has no way to answer it. The device
+        // enters DEVICE_NEEDS_RESET (§2.1.2, with the config-change notification) and
+        // does NOT return the head: a used element would tell the driver the request
+        // completed, and the driver would then read a status byte the device never wrote
+        // (Linux's virtblk_done reads it from its own buffer, usually a stale 0 = OK), so
+        // a write that never reached the disk could be acknowledged. A broken device
+        // completes nothing: QEMU's virtio_error() marks it broken and virtio_blk detaches
+        // the element without pushing it to the used ring (virtio_blk_handle_vq), then
+        // stops the queue. The head is not leaked: the driver must reset the device, and
+        // a reset returns every buffer to the driver (§2.4).
         this.inFlight[p.queue.index]!--;
         this.needsReset(
           new VirtioError(VirtioErrorCode.MALFORMED_REQUEST, req.message, p.queue.index),
@@ -345,7 +358,7 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
       this.finish(p, req.type, req.status, 0, req.statusOffset);
       return;
     }
-    const result = this.execute(p.chain, req);
+    const result = this.execute(p.chain, req, p.epoch);
     if (result instanceof Promise) {
       result.then(
         (r) => this.settle(p, req, r),
@@ -354,19 +367,36 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
     } else this.settle(p, req, result);
   }
 
-  private execute(chain: DescriptorChain, req: BlkRequest): BlockResult | Promise<BlockResult> {
+  private execute(
+    chain: DescriptorChain,
+    req: BlkRequest,
+    epoch: number,
+  ): BlockResult | Promise<BlockResult> {
     const b = this.backend;
     const offset = req.sector * 512;
     switch (req.type) {
-      case VirtioBlkType.IN:
-        return req.dataLength === 0
-          ? undefined
-          : b.readv(offset, this.views(chain, true, 0, req.dataLength));
+      case VirtioBlkType.IN: {
+        if (req.dataLength === 0) return undefined;
+        const views = this.views(chain, true, 0, req.dataLength);
+        if (b.synchronous === true) return b.readv(offset, views);
+        // Asynchronous back-end (issue 17, found by `pnpm fuzz blk-inflight`): read into
+        // host memory and copy into the guest's buffers only if the device was not reset
+        // meanwhile — after a reset the guest owns that memory again (§2.4).
+        const bounce = new Uint8Array(req.dataLength);
+        const land = (r: BlockResult): BlockResult => {
+          if (r === undefined && epoch === this.epoch) scatter(bounce, views);
+          return r;
+        };
+        const r = b.readv(offset, [bounce]);
+        return r instanceof Promise ? r.then(land) : land(r);
+      }
       case VirtioBlkType.OUT: {
         if (req.dataLength === 0) return undefined;
-        const done = this.durable(
-          b.writev(offset, this.views(chain, false, VIRTIO_BLK_HEADER_SIZE, req.dataLength)),
-        );
+        const views = this.views(chain, false, VIRTIO_BLK_HEADER_SIZE, req.dataLength);
+        // Asynchronous back-end: write a copy taken now, so a reset and the guest reusing
+        // its buffers cannot change what reaches the disk (issue 17, `blk-inflight`).
+        const data = b.synchronous === true ? views : [gather(views, req.dataLength)];
+        const done = this.durable(b.writev(offset, data));
         return this.track(done);
       }
       case VirtioBlkType.FLUSH: {
@@ -453,7 +483,7 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
   }
 
   /** Batches the interrupt of completions finishing in the same tick, and refills. */
-  private afterCompletion(queue: DeviceQueue): void {
+  private afterCompletion(queue: DeviceVirtqueue): void {
     const qi = queue.index;
     if (this.flushScheduled[qi]) return;
     this.flushScheduled[qi] = true;
@@ -494,5 +524,25 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
       toSkip = 0;
     }
     return out;
+  }
+}
+
+/** Copies `views` (in order) into one new host buffer of `length` bytes. */
+function gather(views: readonly Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const v of views) {
+    out.set(v, at);
+    at += v.length;
+  }
+  return out;
+}
+
+/** Copies `src` across `views`, in order. */
+function scatter(src: Uint8Array, views: readonly Uint8Array[]): void {
+  let at = 0;
+  for (const v of views) {
+    v.set(src.subarray(at, at + v.length));
+    at += v.length;
   }
 }
