@@ -11,6 +11,8 @@ import { defer, Emitter, type GuestMemory } from "@pvkit/platform";
 import type { VirtioError } from "./errors.js";
 import type { DescriptorChain } from "./queue/chain.js";
 import { DeviceQueue } from "./queue/device-queue.js";
+import { PackedDeviceQueue } from "./queue/packed-device-queue.js";
+import type { DeviceVirtqueue } from "./queue/virtqueue.js";
 import {
   featureMask,
   hasFeature,
@@ -22,6 +24,7 @@ import {
   VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
 } from "./spec.js";
 
@@ -44,8 +47,11 @@ export interface VirtioDevice {
   readonly deviceFeatures: bigint;
   /** Number of virtqueues. */
   readonly numQueues: number;
-  /** The virtqueues, indexed by queue number. */
-  readonly queues: readonly DeviceQueue[];
+  /**
+   * The virtqueues, indexed by queue number: split rings (§2.7), or packed rings (§2.8)
+   * once the driver negotiated VIRTIO_F_RING_PACKED (FEATURES_OK) until the next reset.
+   */
+  readonly queues: readonly DeviceVirtqueue[];
   /** Bytes of device-specific configuration space. */
   readonly configSize: number;
   /** §2.5: changes whenever the configuration space changes. */
@@ -106,6 +112,11 @@ export interface VirtioDeviceOptions {
   readonly eventIdx?: boolean;
   /** Offer VIRTIO_F_INDIRECT_DESC (default true). */
   readonly indirectDesc?: boolean;
+  /**
+   * Offer VIRTIO_F_RING_PACKED (§2.8; default false). A driver that accepts it gets packed
+   * rings, served by the same device code as split rings.
+   */
+  readonly ringPacked?: boolean;
 }
 
 const NO_INTERRUPT: VirtioInterrupt = { signalUsed() {}, signalConfig() {} };
@@ -121,7 +132,6 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
 {
   readonly deviceId: number;
   readonly deviceFeatures: bigint;
-  readonly queues: readonly DeviceQueue[];
   readonly configSize: number;
   /** The configuration space, little-endian, as the spec lays it out for this device. */
   protected readonly config: Uint8Array;
@@ -136,6 +146,10 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
   private driverFeaturesValue = 0n;
   private generation = 0;
   private negotiated = 0n;
+  // One queue object per layout; `queues` is whichever the negotiated features select.
+  private readonly splitQueues: readonly DeviceQueue[];
+  private readonly packedQueues: readonly PackedDeviceQueue[];
+  private ringQueues: readonly DeviceVirtqueue[];
   /** Queue notifications received from the driver. */
   notifications = 0;
 
@@ -145,10 +159,17 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     let features = (options.features ?? 0n) | featureMask(VIRTIO_F_VERSION_1);
     if (options.eventIdx ?? true) features |= featureMask(VIRTIO_F_EVENT_IDX);
     if (options.indirectDesc ?? true) features |= featureMask(VIRTIO_F_INDIRECT_DESC);
+    if (options.ringPacked ?? false) features |= featureMask(VIRTIO_F_RING_PACKED);
     this.deviceFeatures = features;
-    this.queues = options.queueSizes.map(
+    this.splitQueues = options.queueSizes.map(
       (max, i) => new DeviceQueue(i, max, (err) => this.needsReset(err)),
     );
+    this.packedQueues = hasFeature(features, VIRTIO_F_RING_PACKED)
+      ? options.queueSizes.map(
+          (max, i) => new PackedDeviceQueue(i, max, (err) => this.needsReset(err)),
+        )
+      : [];
+    this.ringQueues = this.splitQueues;
     this.configSize = options.configSize ?? 0;
     this.config = new Uint8Array(this.configSize);
     this.configView = new DataView(this.config.buffer);
@@ -159,8 +180,19 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     return this as unknown as Emitter<VirtioDeviceEvents>;
   }
 
+  /**
+   * The virtqueues, indexed by queue number: split rings (§2.7), or packed rings (§2.8)
+   * from the FEATURES_OK that accepted VIRTIO_F_RING_PACKED until the next reset.
+   */
+  get queues(): readonly DeviceVirtqueue[] {
+    return this.ringQueues;
+  }
+  /** Whether the queues are packed rings (VIRTIO_F_RING_PACKED negotiated). */
+  get ringPacked(): boolean {
+    return this.ringQueues !== this.splitQueues;
+  }
   get numQueues(): number {
-    return this.queues.length;
+    return this.splitQueues.length;
   }
   get status(): number {
     return this.deviceStatus;
@@ -186,7 +218,8 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
   bind(memory: GuestMemory, interrupt: VirtioInterrupt): void {
     this.memory = memory;
     this.interrupt = interrupt;
-    for (const q of this.queues) q.bind(memory);
+    for (const q of this.splitQueues) q.bind(memory);
+    for (const q of this.packedQueues) q.bind(memory);
   }
 
   readDeviceFeatures(page: number): number {
@@ -240,6 +273,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
       if (reason === undefined) {
         next |= VIRTIO_CONFIG_S_FEATURES_OK;
         this.negotiated = this.driverFeaturesValue;
+        this.selectLayout(hasFeature(this.negotiated, VIRTIO_F_RING_PACKED));
       } else {
         // §3.1.1: the device leaves FEATURES_OK clear; the driver re-reads and gives up.
         this.protocolError(reason);
@@ -266,6 +300,26 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     if (!hasFeature(f, VIRTIO_F_VERSION_1))
       return "driver did not accept VIRTIO_F_VERSION_1 (§6.1)";
     return this.validateFeatures(f);
+  }
+
+  /**
+   * Switches `queues` to the layout negotiated at FEATURES_OK (§2.8). A driver sets up its
+   * queues after FEATURES_OK (§3.1.1 step 7); whatever it wrote before carries over.
+   */
+  private selectLayout(packed: boolean): void {
+    const next = packed && this.packedQueues.length > 0 ? this.packedQueues : this.splitQueues;
+    if (next === this.ringQueues) return;
+    const prev = this.ringQueues;
+    for (let i = 0; i < next.length; i++) {
+      const from = prev[i]!;
+      const to = next[i]!;
+      if (to.ready) continue;
+      to.size = from.size;
+      to.descAddr = from.descAddr;
+      to.driverAddr = from.driverAddr;
+      to.deviceAddr = from.deviceAddr;
+    }
+    this.ringQueues = next;
   }
 
   private startQueues(): void {
@@ -326,7 +380,9 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
     this.deviceStatus = 0;
     this.driverFeaturesValue = 0n;
     this.negotiated = 0n;
-    for (const q of this.queues) q.reset();
+    for (const q of this.splitQueues) q.reset();
+    for (const q of this.packedQueues) q.reset();
+    this.ringQueues = this.splitQueues;
     this.onReset();
     this.events().emit("reset");
   }
@@ -358,7 +414,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
    *
    * @returns chains served
    */
-  protected serveQueue(queue: DeviceQueue, serve: (chain: DescriptorChain) => number): number {
+  protected serveQueue(queue: DeviceVirtqueue, serve: (chain: DescriptorChain) => number): number {
     let budget = queue.size;
     let served = 0;
     for (;;) {
@@ -383,7 +439,7 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
   }
 
   /** Publishes used entries and interrupts the driver if it asked for it (§2.7.10). */
-  protected interruptIfNeeded(queue: DeviceQueue): void {
+  protected interruptIfNeeded(queue: DeviceVirtqueue): void {
     if (queue.needsNotification()) this.interrupt.signalUsed(queue.index);
   }
 
@@ -418,5 +474,5 @@ export abstract class VirtioDeviceBase<E extends VirtioDeviceEvents = VirtioDevi
   /** The driver wrote configuration space (most fields are read-only: ignore by default). */
   protected onConfigWrite(_offset: number, _size: 1 | 2 | 4, _value: number): void {}
   /** The driver notified `queue`, which is active. */
-  protected abstract onQueueNotify(index: number, queue: DeviceQueue): void;
+  protected abstract onQueueNotify(index: number, queue: DeviceVirtqueue): void;
 }

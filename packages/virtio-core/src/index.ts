@@ -39,6 +39,7 @@ export {
   type RingAddresses,
   type UsedBuffer,
 } from "./driver/driver-queue.js";
+export type { DriverVirtqueue } from "./driver/driver-virtqueue.js";
 export {
   DRIVER_OK_STATUS,
   type InitVirtioOptions,
@@ -53,6 +54,12 @@ export {
   splitQueueLayout,
 } from "./driver/layout.js";
 export { VirtioMmioDriverTransport } from "./driver/mmio-driver.js";
+export {
+  PackedDriverQueue,
+  type PackedQueueLayout,
+  packedQueueBytes,
+  packedQueueLayout,
+} from "./driver/packed-driver-queue.js";
 export {
   findCapability,
   findVirtioCap,
@@ -106,6 +113,8 @@ export {
   isValidQueueSize,
   type QueueErrorHandler,
 } from "./queue/device-queue.js";
+export { PackedDeviceQueue } from "./queue/packed-device-queue.js";
+export type { DeviceVirtqueue } from "./queue/virtqueue.js";
 export { loadIndex, storeIndex, wordsOver } from "./ring-access.js";
 export * from "./spec.js";
 export {

@@ -129,6 +129,40 @@ export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number)
   return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
 }
 
+// ── §2.8 Packed Virtqueues ─────────────────────────────────────────────────────────
+
+/** §2.8.1: descriptor flag: the driver's avail wrap counter when it made the descriptor available. */
+export const VIRTQ_DESC_F_AVAIL = 1 << 7;
+/** §2.8.1: descriptor flag: the device's used wrap counter when it used the descriptor. */
+export const VIRTQ_DESC_F_USED = 1 << 15;
+/** §2.8.10: event suppression flags: notifications enabled. */
+export const VRING_PACKED_EVENT_FLAG_ENABLE = 0;
+/** §2.8.10: event suppression flags: notifications disabled. */
+export const VRING_PACKED_EVENT_FLAG_DISABLE = 1;
+/** §2.8.10: event suppression flags: notify at the descriptor named by `desc_event_off_wrap` (EVENT_IDX only). */
+export const VRING_PACKED_EVENT_FLAG_DESC = 2;
+/** §2.8.10: bit of `desc_event_off_wrap` that holds the wrap counter (bits 0–14 are the offset). */
+export const VRING_PACKED_EVENT_F_WRAP_CTR = 15;
+/** §2.8.10: bytes of one event suppression structure (`desc_event_off_wrap`, `desc_event_flags`). */
+export const VRING_PACKED_EVENT_BYTES = 4;
+/** §2.8.10.1 (table "Packed Virtqueue Area Alignment"): alignment of the descriptor ring. */
+export const VRING_PACKED_DESC_ALIGN = 16;
+/** §2.8.10.1: alignment of the driver and device event suppression structures. */
+export const VRING_PACKED_EVENT_ALIGN = 4;
+
+/** §2.8.10.1: bytes of the packed descriptor ring of a queue of `size` (16 × size). */
+export function packedRingBytes(size: number): number {
+  return VIRTQ_DESC_SIZE * size;
+}
+
+/**
+ * Whether `n` is a valid packed-queue size: an integer in [1, 32768] (§2.8: unlike the
+ * split ring, a packed ring's size need not be a power of two).
+ */
+export function isValidPackedQueueSize(n: number): boolean {
+  return Number.isInteger(n) && n >= 1 && n <= VIRTQ_MAX_SIZE;
+}
+
 // ── §4.2.2 MMIO Device Register Layout ─────────────────────────────────────────────
 
 /** §4.2.2: virtio-mmio register offsets (version 2). */

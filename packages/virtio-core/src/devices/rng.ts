@@ -8,7 +8,7 @@
 
 import { VirtioDeviceBase, type VirtioDeviceEvents } from "../device.js";
 import type { DescriptorChain } from "../queue/chain.js";
-import type { DeviceQueue } from "../queue/device-queue.js";
+import type { DeviceVirtqueue } from "../queue/virtqueue.js";
 import { VIRTIO_RNG_QUEUE_REQUEST, VirtioDeviceId } from "../spec.js";
 
 /** Fills `buffer` with random bytes (never a view of shared memory). */
@@ -26,6 +26,8 @@ export interface VirtioRngOptions {
   readonly eventIdx?: boolean;
   /** Offer VIRTIO_F_INDIRECT_DESC (default true). */
   readonly indirectDesc?: boolean;
+  /** Offer VIRTIO_F_RING_PACKED (§2.8; default false): packed rings if the driver accepts them. */
+  readonly ringPacked?: boolean;
 }
 
 /** Events of {@link VirtioRngDevice}. */
@@ -70,13 +72,14 @@ export class VirtioRngDevice extends VirtioDeviceBase<VirtioRngEvents> {
       queueSizes: [options.queueSize ?? 256],
       ...(options.eventIdx === undefined ? {} : { eventIdx: options.eventIdx }),
       ...(options.indirectDesc === undefined ? {} : { indirectDesc: options.indirectDesc }),
+      ...(options.ringPacked === undefined ? {} : { ringPacked: options.ringPacked }),
     });
     this.source = options.source ?? defaultSource;
     this.maxBytes = options.maxBytesPerRequest ?? 65536;
     this.scratch = new Uint8Array(Math.min(SCRATCH_BYTES, this.maxBytes));
   }
 
-  protected onQueueNotify(index: number, queue: DeviceQueue): void {
+  protected onQueueNotify(index: number, queue: DeviceVirtqueue): void {
     if (index === VIRTIO_RNG_QUEUE_REQUEST) this.serveQueue(queue, this.serveChain);
   }
 

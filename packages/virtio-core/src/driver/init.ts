@@ -16,11 +16,14 @@ import {
   VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
 } from "../spec.js";
 import type { GuestAllocator } from "./allocator.js";
-import { DriverQueue, type IndirectArea } from "./driver-queue.js";
+import { DriverQueue, type DriverQueueOptions, type IndirectArea } from "./driver-queue.js";
+import type { DriverVirtqueue } from "./driver-virtqueue.js";
 import { splitQueueBytes, splitQueueLayout } from "./layout.js";
+import { PackedDriverQueue, packedQueueBytes, packedQueueLayout } from "./packed-driver-queue.js";
 import type { VirtioDriverTransport } from "./transport.js";
 
 /** Options of {@link initVirtioDevice}. */
@@ -51,8 +54,11 @@ export interface InitVirtioOptions {
 export interface VirtioDriverDevice<T> {
   /** The negotiated features. */
   readonly features: bigint;
-  /** One `DriverQueue` per requested queue; `kick()` notifies through the transport. */
-  readonly queues: DriverQueue<T>[];
+  /**
+   * One queue per requested queue — a `DriverQueue` (split ring), or a `PackedDriverQueue`
+   * when VIRTIO_F_RING_PACKED was negotiated (§2.8); `kick()` notifies through the transport.
+   */
+  readonly queues: DriverVirtqueue<T>[];
   /** Guest addresses the rings (and tables) occupy in the allocator, to free after a reset. */
   readonly allocations: readonly number[];
 }
@@ -117,7 +123,8 @@ export function initVirtioDevice<T = unknown>(
   const eventIdx = hasFeature(features, VIRTIO_F_EVENT_IDX);
   const indirectWanted =
     hasFeature(features, VIRTIO_F_INDIRECT_DESC) && (options.indirectEntries ?? 32) >= 2;
-  const queues: DriverQueue<T>[] = [];
+  const packed = hasFeature(features, VIRTIO_F_RING_PACKED);
+  const queues: DriverVirtqueue<T>[] = [];
   const sizes = options.queueSizes ?? [0];
   for (let i = 0; i < sizes.length; i++) {
     const max = transport.queueMaxSize(i);
@@ -135,7 +142,8 @@ export function initVirtioDevice<T = unknown>(
     // Like Linux's vring_create_virtqueue: halve the ring until it fits.
     let ringAddr = -1;
     for (; size >= 1; size >>>= 1) {
-      ringAddr = allocator.alloc(splitQueueBytes(size, { pageAligned: true }), 4096);
+      const bytes = packed ? packedQueueBytes(size) : splitQueueBytes(size, { pageAligned: true });
+      ringAddr = allocator.alloc(bytes, 4096);
       if (ringAddr >= 0) break;
     }
     if (ringAddr < 0) {
@@ -148,7 +156,10 @@ export function initVirtioDevice<T = unknown>(
       );
     }
     allocations.push(ringAddr);
-    const layout = splitQueueLayout(ringAddr, size, { pageAligned: true });
+    // §2.8.10.1: a packed ring is the descriptor ring and two 4-byte event structures.
+    const layout = packed
+      ? packedQueueLayout(ringAddr, size)
+      : splitQueueLayout(ringAddr, size, { pageAligned: true });
     let indirect: IndirectArea | undefined;
     if (indirectWanted && size >= 2) {
       const entries = Math.min(options.indirectEntries ?? 32, size);
@@ -171,7 +182,7 @@ export function initVirtioDevice<T = unknown>(
       );
     }
     const index = i;
-    const queue = new DriverQueue<T>({
+    const queueOptions: DriverQueueOptions = {
       memory,
       index,
       size,
@@ -183,7 +194,10 @@ export function initVirtioDevice<T = unknown>(
         ? {}
         : { indirectThreshold: options.indirectThreshold }),
       notify: () => transport.notify(index),
-    });
+    };
+    const queue: DriverVirtqueue<T> = packed
+      ? new PackedDriverQueue<T>(queueOptions)
+      : new DriverQueue<T>(queueOptions);
     const err = transport.setupQueue(i, size, layout);
     if (err !== undefined) return fail(err);
     queues.push(queue);

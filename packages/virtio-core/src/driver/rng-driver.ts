@@ -13,6 +13,7 @@ import {
   VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_INT_CONFIG,
   VIRTIO_INT_VRING,
@@ -21,7 +22,7 @@ import {
 import type { GuestAllocator } from "./allocator.js";
 import { bindVirtioDriver, checkVirtioUnbound, unbindVirtioDriver } from "./binding.js";
 import { checkDriverArguments } from "./check.js";
-import type { DriverQueue } from "./driver-queue.js";
+import type { DriverVirtqueue } from "./driver-virtqueue.js";
 import { initVirtioDevice } from "./init.js";
 import type { VirtioDriverTransport } from "./transport.js";
 
@@ -55,7 +56,7 @@ export interface VirtioRngDriverOptions {
   /** The transport the device sits behind. */
   readonly transport: VirtioDriverTransport;
   /** requestq, set up by {@link initVirtioDevice}. */
-  readonly queue: DriverQueue<RngToken>;
+  readonly queue: DriverVirtqueue<RngToken>;
   /** Guest memory (buffers are copied out of it on completion). */
   readonly memory: GuestMemory;
   /** Where the driver allocates its DMA buffers. */
@@ -119,7 +120,7 @@ export class VirtioRngDriver {
   failure: DriverError | null = null;
 
   private readonly transport: VirtioDriverTransport;
-  private readonly queue: DriverQueue<RngToken>;
+  private readonly queue: DriverVirtqueue<RngToken>;
   private readonly memory: GuestMemory;
   private readonly allocator: GuestAllocator;
   private readonly chunk: number;
@@ -164,7 +165,12 @@ export class VirtioRngDriver {
     if (busy !== undefined) return busy;
     const wanted =
       options.features ??
-      featureMask(VIRTIO_F_VERSION_1, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC);
+      featureMask(
+        VIRTIO_F_VERSION_1,
+        VIRTIO_F_EVENT_IDX,
+        VIRTIO_F_INDIRECT_DESC,
+        VIRTIO_F_RING_PACKED, // §2.8: packed rings when the device offers them
+      );
     const dev = initVirtioDevice<RngToken>(transport, {
       wanted,
       memory: options.memory,

@@ -16,6 +16,15 @@ import type { GuestMemoryRegion } from "@pvkit/platform";
 const INITIAL_CAPACITY = 4;
 
 /**
+ * A buffer table of `n` zeros as a plain array of unboxed doubles (offsets may pass 2^31):
+ * unlike a typed array, reading it needs no detached-buffer check.
+ */
+function newBufferTable(n: number): number[] {
+  const a = new Array<number>(n).fill(0.5); // doubles from the start: the kind never changes
+  return a.fill(0);
+}
+
+/**
  * A validated descriptor chain (§2.7.5, §2.7.13.2). Readable buffers always precede
  * writable ones (a chain that breaks §2.7.4.2 never reaches a device).
  */
@@ -42,7 +51,7 @@ export class DescriptorChain {
    * @internal per buffer (readable buffers first) three numbers: region index, byte
    * offset inside the region, byte length. One array keeps a chain compact.
    */
-  buf: Float64Array = new Float64Array(3 * INITIAL_CAPACITY);
+  buf: number[] = newBufferTable(3 * INITIAL_CAPACITY);
 
   /**
    * @param regions - the guest memory's regions (buffers are stored as region + offset)
@@ -75,6 +84,29 @@ export class DescriptorChain {
     if (this.writerObj !== null) this.writerObj.position = 0;
   }
 
+  /**
+   * @internal completes a direct chain whose buffers the caller wrote into {@link buf}
+   * itself (the split ring's fast path), readable buffers first
+   */
+  setDirect(
+    head: number,
+    descriptors: number,
+    readable: number,
+    writable: number,
+    readableLength: number,
+    writableLength: number,
+  ): void {
+    this.head = head;
+    this.descriptorCount = descriptors;
+    this.indirect = false;
+    this.readableCount = readable;
+    this.writableCount = writable;
+    this.readableLength = readableLength;
+    this.writableLength = writableLength;
+    if (this.readerObj !== null) this.readerObj.position = 0;
+    if (this.writerObj !== null) this.writerObj.position = 0;
+  }
+
   /** @internal appends one validated buffer */
   push(region: number, offset: number, length: number, writable: boolean): void {
     const n = this.readableCount + this.writableCount;
@@ -93,8 +125,8 @@ export class DescriptorChain {
   }
 
   private grow(): void {
-    const b = new Float64Array(this.buf.length * 2);
-    b.set(this.buf);
+    const b = newBufferTable(this.buf.length * 2);
+    for (let i = 0; i < this.buf.length; i++) b[i] = this.buf[i]!;
     this.buf = b;
   }
 

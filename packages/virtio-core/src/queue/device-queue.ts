@@ -37,6 +37,7 @@ import {
   vringNeedEvent,
 } from "../spec.js";
 import { DescriptorChain } from "./chain.js";
+import type { DeviceVirtqueue } from "./virtqueue.js";
 
 /** Receives the queue-corruption error that stopped a queue. */
 export type QueueErrorHandler = (error: VirtioError) => void;
@@ -75,7 +76,7 @@ function wordView(bytes: Uint8Array, offset: number, count: number): Uint32Array
 /**
  * The device side of one split virtqueue.
  */
-export class DeviceQueue {
+export class DeviceQueue implements DeviceVirtqueue {
   /** Queue size the driver configured (QueueNum / queue_size); starts at {@link maxSize}. */
   size: number;
   /** Guest-physical address of the descriptor table. */
@@ -104,6 +105,10 @@ export class DeviceQueue {
   private active = false;
   private shared = false;
   private epoch = -1;
+  // The views resolved for non-growable memory stay current (its epoch never moves).
+  private stable = false;
+  // One-region growable memory: the views are current while they still have bytes.
+  private viewCheck = false;
 
   // Resolved ring areas (valid while enabled).
   private descView: DataView = new DataView(new ArrayBuffer(0));
@@ -130,14 +135,17 @@ export class DeviceQueue {
   private signalledUsed = 0;
   private notifyEnabled = true;
   private usedFlags = 0;
-  private owned: Uint8Array;
   private inFlightCount = 0;
-  // The chain of each head in flight (null otherwise). Filled with null up front so the
-  // array keeps fast (non-dictionary) elements however sparsely heads are used.
-  private readonly chains: (DescriptorChain | null)[];
-  // Chains returned with addUsed, reused last-in first-out: the few in use stay in cache
-  // however many heads the driver cycles through.
-  private readonly spare: DescriptorChain[] = [];
+  // Chain objects, created on demand (at most one per head in flight). The hot path stores
+  // only numbers: no object pointer is written per chain, so no write barrier runs.
+  private readonly pool: DescriptorChain[] = [];
+  // Per head: 0 = the driver's, k > 0 = in flight as pool[k - 1], -1 = in flight with its
+  // chain dropped (a re-bind to other memory; it is returned with used length 0).
+  private readonly slotOf: number[];
+  // Pool indices of the spare chains, reused last-in first-out: the few in use stay in
+  // cache however many heads the driver cycles through.
+  private readonly spareIds: number[];
+  private spareCount = 0;
 
   /**
    * @param index - the queue's index in its device
@@ -152,14 +160,18 @@ export class DeviceQueue {
     if (!isValidQueueSize(maxSize))
       throw new Error(`queue max size ${maxSize} is not a power of two ≤ 32768`);
     this.size = maxSize;
-    this.owned = new Uint8Array(maxSize);
-    this.chains = new Array<DescriptorChain | null>(maxSize).fill(null);
+    // Plain arrays of small integers, filled up front so they keep packed elements: their
+    // reads skip the detached-buffer check every typed-array access makes.
+    this.slotOf = new Array<number>(maxSize).fill(0);
+    this.spareIds = new Array<number>(maxSize).fill(0);
   }
 
   /** Hands the queue the guest memory its rings and buffers live in. */
   bind(memory: GuestMemory): void {
     this.memory = memory;
     this.shared = memory.shared;
+    this.stable = false;
+    this.viewCheck = false;
   }
 
   /** Whether the driver enabled the queue (QueueReady / queue_enable). */
@@ -226,9 +238,10 @@ export class DeviceQueue {
     this.signalledUsed = 0;
     this.notifyEnabled = true;
     this.usedFlags = 0;
-    this.owned.fill(0);
-    // In-flight chains are dropped, not reused: a device may still hold one from before.
-    this.chains.fill(null);
+    this.slotOf.fill(0);
+    // Chains are dropped, not reused: a device may still hold one from before.
+    this.pool.length = 0;
+    this.spareCount = 0;
     this.inFlightCount = 0;
     this.epoch = -1;
   }
@@ -293,12 +306,22 @@ export class DeviceQueue {
     this.flatEnd = only === null ? -1 : only.end;
     this.flatWords = only === null ? null : wordView(only.bytes, 0, Math.floor(only.size / 4));
     this.epoch = mem.epoch;
-    const reg = this.chains;
-    // Chains of another memory (a re-bind) are dropped; chains of this memory stay valid (its
+    this.stable = !mem.growable;
+    this.viewCheck = mem.growable && only !== null;
+    // Chains of another memory (a re-bind) are dropped: their heads stay in flight without
+    // a chain, and their pool entries are replaced. Chains of this memory stay valid (its
     // region objects are refreshed in place), so in-flight heads keep their writable length.
-    for (let i = 0; i < reg.length; i++)
-      if (reg[i] != null && reg[i]!.regions !== mem.regions) reg[i] = null;
-    if (this.spare.length > 0 && this.spare[0]!.regions !== mem.regions) this.spare.length = 0;
+    const pool = this.pool;
+    const slotOf = this.slotOf;
+    for (let h = 0; h < slotOf.length; h++) {
+      const k = slotOf[h]!;
+      if (k > 0 && pool[k - 1]!.regions !== mem.regions) {
+        slotOf[h] = -1;
+        this.spareIds[this.spareCount++] = k - 1;
+      }
+    }
+    for (let i = 0; i < pool.length; i++)
+      if (pool[i]!.regions !== mem.regions) pool[i] = new DescriptorChain(mem.regions);
     return undefined;
   }
 
@@ -319,8 +342,20 @@ export class DeviceQueue {
     return mem.locate(addr, len);
   }
 
-  /** Whether the cached ring views are current (small enough for V8 to inline). */
+  /**
+   * Whether the cached ring views are current (small enough for V8 to inline). Views of
+   * non-growable memory always are; views of one-region growable (`WebAssembly.Memory`)
+   * memory are while the available-ring view still has elements: growing detaches the
+   * region's one buffer, which empties that view and every other view of it, so no call
+   * into `GuestMemory.refresh` is needed per pop.
+   */
   private sync(): boolean {
+    // A detached view reads `undefined` (its length is 0): an element read is inlined by
+    // the JIT, where `byteLength` on a view of Wasm memory calls a builtin.
+    return this.stable || (this.viewCheck && this.availWords[0] !== undefined) || this.syncSlow();
+  }
+
+  private syncSlow(): boolean {
     const mem = this.memory;
     if (mem === null) return false;
     if (!mem.growable && mem.epoch === this.epoch) return true;
@@ -367,52 +402,132 @@ export class DeviceQueue {
    *   corruption found here stops it and reports the error)
    */
   popChain(): DescriptorChain | null {
-    if (!this.active || this.error !== null) return null;
-    if (!this.sync()) return null;
-    const mem = this.memory!;
+    // Kept small (cold paths in helpers) so the JIT inlines it into a device's loop.
+    if (!this.active || this.error !== null || !this.sync()) return null;
+    const next = this.nextAvail;
+    if (next === this.availIdxSeen && !this.fetchAvail()) return null;
     const size = this.size;
-    if (this.nextAvail === this.availIdxSeen) {
-      const idx = loadIndex(this.availWords, 1, this.shared);
-      this.stats.availReads++;
-      // §2.7.13.3 (and rust-vmm / QEMU): avail.idx may run ahead of us by at most `size`.
-      const pending = (idx - this.nextAvail) & 0xffff;
-      if (pending > size) {
-        return this.corrupt(
-          VirtioErrorCode.AVAIL_IDX_JUMP,
-          `avail.idx moved from ${this.nextAvail} to ${idx}: ${pending} buffers on a queue of ${size}`,
-        );
-      }
-      if (pending === 0) return null;
-      this.availIdxSeen = idx;
-    }
-    const head = loadIndex(this.availWords, 2 + (this.nextAvail & (size - 1)), false);
-    this.nextAvail = (this.nextAvail + 1) & 0xffff;
+    // The ring entry is a payload (plain read, §2.7.13); byte-swapped on a big-endian host.
+    // (`descWords` is non-null only on a little-endian host.)
+    const entry = 2 + (next & (size - 1));
+    const head =
+      this.descWords !== null ? this.availWords[entry]! : loadIndex(this.availWords, entry, false);
+    this.nextAvail = (next + 1) & 0xffff;
     if (this.eventIdx && this.notifyEnabled) {
       // §2.7.10: tell the driver which index we will look at next.
       this.storeUsed(2 + 4 * size, this.nextAvail);
     }
-    if (head >= size) {
-      return this.corrupt(
-        VirtioErrorCode.HEAD_OUT_OF_RANGE,
-        `avail ring names head ${head} on a queue of ${size}`,
-      );
-    }
-    if (this.owned[head] !== 0) {
-      return this.corrupt(
-        VirtioErrorCode.HEAD_IN_USE,
-        `head ${head} made available again while the device still owns it`,
-      );
-    }
-    const chain = this.spare.pop() ?? new DescriptorChain(mem.regions);
-    if (!this.walk(head, chain, mem)) {
-      this.spare.push(chain);
+    if (head >= size || this.slotOf[head] !== 0) return this.badHead(head);
+    const id = this.spareCount > 0 ? this.spareIds[--this.spareCount]! : this.newChain();
+    const chain = this.pool[id]!;
+    if (!this.walkShort(head, chain) && !this.walk(head, chain, this.memory!)) {
+      this.spareIds[this.spareCount++] = id;
       return null;
     }
-    this.chains[head] = chain;
-    this.owned[head] = 1;
+    this.slotOf[head] = id + 1;
     this.inFlightCount++;
     this.stats.popped++;
     return chain;
+  }
+
+  /**
+   * Reads `avail.idx` when every entry seen so far was popped (§2.7.13.3: it may run ahead
+   * of the device by at most the queue size, as rust-vmm and QEMU check).
+   *
+   * @returns whether an entry is pending (false also when the jump stopped the queue)
+   */
+  private fetchAvail(): boolean {
+    const idx = loadIndex(this.availWords, 1, this.shared);
+    this.stats.availReads++;
+    const pending = (idx - this.nextAvail) & 0xffff;
+    if (pending > this.size) {
+      return this.reject(
+        VirtioErrorCode.AVAIL_IDX_JUMP,
+        `avail.idx moved from ${this.nextAvail} to ${idx}: ${pending} buffers on a queue of ${this.size}`,
+      );
+    }
+    if (pending === 0) return false;
+    this.availIdxSeen = idx;
+    return true;
+  }
+
+  /** Adds a chain to the pool (none is spare). @returns its pool index */
+  private newChain(): number {
+    return this.pool.push(new DescriptorChain(this.memory!.regions)) - 1;
+  }
+
+  /** Reports a head the avail ring may not name (§2.7.6): out of range, or in flight. */
+  private badHead(head: number): null {
+    if (head >= this.size) {
+      return this.corrupt(
+        VirtioErrorCode.HEAD_OUT_OF_RANGE,
+        `avail ring names head ${head} on a queue of ${this.size}`,
+      );
+    }
+    return this.corrupt(
+      VirtioErrorCode.HEAD_IN_USE,
+      `head ${head} made available again while the device still owns it`,
+    );
+  }
+
+  /**
+   * The fast path for the common chain: one or two direct descriptors in one-region
+   * memory, below 4 GiB, on a little-endian host. It only ever accepts: it applies the
+   * same checks as {@link walk} (§2.7.5 buffer inside guest memory and total ≤ 2^32,
+   * §2.7.4.2 readable before writable, §2.7.5.3.1 next < size and no chain longer than the
+   * queue) and, for anything it does not take (an indirect descriptor, a third descriptor,
+   * an address above 4 GiB, or any check failing), returns false having changed nothing
+   * but `chain`, so that {@link walk} re-reads the chain and accepts it or reports the
+   * corruption. Each descriptor word is read once.
+   */
+  private walkShort(head: number, chain: DescriptorChain): boolean {
+    const words = this.descWords;
+    const flatEnd = this.flatEnd;
+    if (words === null || flatEnd < 0) return false;
+    const flatBase = this.flatBase;
+    const size = this.size;
+    // Flag bits and the 2^32 limit are literals here (VIRTQ_DESC_F_INDIRECT 4, _WRITE 2,
+    // _NEXT 1, VIRTQ_MAX_CHAIN_BYTES; §2.7.5): an imported binding costs a load and a
+    // hole check per use in optimized code. The test suite checks they match spec.ts.
+    const b = chain.buf; // room for at least two buffers (DescriptorChain's initial capacity)
+    let idx = head; // < size: checked by popChain, and below for `next`
+    let count = 0;
+    let n = 0;
+    let readable = 0;
+    let readableBytes = 0;
+    let writableBytes = 0;
+    let writing = false;
+    for (;;) {
+      const w = idx * 4;
+      const lo = words[w]!;
+      const len = words[w + 2]!;
+      const flagsNext = words[w + 3]!;
+      if ((flagsNext & 4) !== 0 || words[w + 1] !== 0) return false;
+      count++;
+      if ((flagsNext & 2) !== 0) writing = true;
+      else if (writing) return false; // §2.7.4.2
+      if (len !== 0) {
+        if (lo < flatBase || len > flatEnd - lo) return false; // §2.7.5: inside guest memory
+        b[3 * n] = 0;
+        b[3 * n + 1] = lo - flatBase;
+        b[3 * n + 2] = len;
+        n++;
+        if (writing) writableBytes += len;
+        else {
+          readable++;
+          readableBytes += len;
+        }
+      }
+      if ((flagsNext & 1) === 0) break;
+      // A third descriptor, or a second on a queue of one (§2.7.5.3.1), is the walk's.
+      if (count === 2 || count >= size) return false;
+      idx = flagsNext >>> 16;
+      if (idx >= size) return false;
+    }
+    // §2.7.5.2: two u32 lengths can pass 2^32 together.
+    if (readableBytes + writableBytes > 0x1_0000_0000) return false;
+    chain.setDirect(head, count, readable, n - readable, readableBytes, writableBytes);
+    return true;
   }
 
   /** Walks a chain from `head` into `chain`; on corruption reports it and returns false. */
@@ -569,38 +684,43 @@ export class DeviceQueue {
    *   before a reset); nothing is written then
    */
   addUsed(head: number, len: number): boolean {
-    // `!== 1` also refuses heads that are not integers (undefined entries).
-    if (!this.enabled || head < 0 || head >= this.size || this.owned[head] !== 1) return false;
-    if (!this.sync()) return false;
-    this.owned[head] = 0;
+    // `!(head < size)` also refuses NaN; `slotOf[head]` is undefined for a negative or
+    // fractional head. (Kept small so the JIT inlines it into a device's loop.)
+    if (!this.enabled || !(head < this.size)) return false;
+    const k = this.slotOf[head];
+    if (k === undefined || k === 0 || !this.sync()) return false;
+    this.slotOf[head] = 0;
     this.inFlightCount--;
-    const chain = this.chains[head]!;
     let max = 0;
-    if (chain !== null) {
-      max = chain.writableLength;
-      this.chains[head] = null;
-      this.spare.push(chain);
+    if (k > 0) {
+      max = this.pool[k - 1]!.writableLength;
+      this.spareIds[this.spareCount++] = k - 1;
     }
-    const used = Math.max(0, Math.min(len, max));
+    // Clamped to [0, max]; NaN (a device bug) counts as 0.
+    const used = !(len > 0) ? 0 : Math.min(len, max);
     const slot = this.nextUsed & (this.size - 1);
     const dwords = this.usedDwords;
     if (dwords !== null) {
       dwords[1 + 2 * slot] = head;
       dwords[2 + 2 * slot] = used;
-    } else {
-      const off = this.usedBase + 4 + 8 * slot;
-      this.usedView.setUint32(off, head, true);
-      this.usedView.setUint32(off + 4, used, true);
-    }
+    } else this.writeUsedElement(slot, head, used);
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     this.stats.used++;
-    if (this.memory!.writeObserver !== null) this.noteUsedWrites(chain, used, slot);
+    if (this.memory!.writeObserver !== null) this.noteUsedWrites(k, used, slot);
     return true;
   }
 
+  /** Writes used element `slot` through the `DataView` (big-endian host or odd placement). */
+  private writeUsedElement(slot: number, head: number, used: number): void {
+    const off = this.usedBase + 4 + 8 * slot;
+    this.usedView.setUint32(off, head, true);
+    this.usedView.setUint32(off + 4, used, true);
+  }
+
   /** Reports what returning a chain wrote: its writable bytes up to `used`, and the used element. */
-  private noteUsedWrites(chain: DescriptorChain | null, used: number, slot: number): void {
+  private noteUsedWrites(k: number, used: number, slot: number): void {
     const mem = this.memory!;
+    const chain = k > 0 ? this.pool[k - 1]! : null; // just returned, not reused yet
     if (chain !== null) {
       let left = used;
       for (let i = chain.readableCount; left > 0 && i < chain.bufferCount; i++) {

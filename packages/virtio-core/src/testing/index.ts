@@ -20,6 +20,13 @@ export {
   testGuest,
 } from "./guest.js";
 export {
+  type AddPackedBufferOptions,
+  MockPackedQueue,
+  type PackedDescriptorFields,
+  type PackedUsedElement,
+  type RawPackedDescriptor,
+} from "./mock-packed.js";
+export {
   type AddChainOptions,
   type ChainBuffer,
   type ChainRanges,

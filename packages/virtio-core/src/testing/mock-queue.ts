@@ -14,7 +14,7 @@
 import type { GuestMemory } from "@pvkit/platform";
 import type { VirtioError } from "../errors.js";
 import type { DescriptorChain } from "../queue/chain.js";
-import type { DeviceQueue } from "../queue/device-queue.js";
+import type { DeviceVirtqueue } from "../queue/virtqueue.js";
 import { loadIndex, storeIndex } from "../ring-access.js";
 import {
   availRingBytes,
@@ -512,7 +512,7 @@ export class MockSplitQueue {
    * transport's queue registers (§4.2.3.2), without enabling it — for tests that go on
    * through a device's `enableQueue`.
    */
-  applyLayout(queue: DeviceQueue): void {
+  applyLayout(queue: DeviceVirtqueue): void {
     queue.size = this.size;
     queue.descAddr = this.descAddr;
     queue.driverAddr = this.availAddr;
@@ -525,7 +525,7 @@ export class MockSplitQueue {
    *
    * @returns the error `enable()` reported, or `undefined`
    */
-  configure(queue: DeviceQueue, options: ConfigureOptions = {}): VirtioError | undefined {
+  configure(queue: DeviceVirtqueue, options: ConfigureOptions = {}): VirtioError | undefined {
     queue.bind(this.memory);
     this.applyLayout(queue);
     const err = queue.enable();

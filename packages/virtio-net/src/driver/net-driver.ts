@@ -18,7 +18,7 @@ import {
   checkDriverArguments,
   checkVirtioUnbound,
   DriverError,
-  type DriverQueue,
+  type DriverVirtqueue,
   featureMask,
   type GuestAllocator,
   hasFeature,
@@ -26,6 +26,7 @@ import {
   readConfigStable,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_INT_CONFIG,
   VirtioDeviceId,
@@ -176,6 +177,7 @@ const WANTED = featureMask(
   VIRTIO_F_VERSION_1,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED, // §2.8: packed rings when the device offers them
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_MTU,
@@ -201,7 +203,7 @@ class RxRing {
   csumStart = 0;
   csumOffset = 0;
   constructor(
-    readonly queue: DriverQueue<number>,
+    readonly queue: DriverVirtqueue<number>,
     readonly base: number,
     readonly bufLen: number,
     readonly bufs: MutableBuffer[][],
@@ -215,7 +217,7 @@ class TxRing {
   dirty = false;
   stalled = false;
   constructor(
-    readonly queue: DriverQueue<number>,
+    readonly queue: DriverVirtqueue<number>,
     readonly base: number,
     readonly slotLen: number,
     readonly outs: MutableBuffer[][],
@@ -255,7 +257,7 @@ export class VirtioNetDriver extends Emitter<VirtioNetDriverEvents> {
   private pairs = 1;
   private readonly rx: RxRing[];
   private readonly tx: TxRing[];
-  private readonly ctrl: DriverQueue<CtrlToken> | null;
+  private readonly ctrl: DriverVirtqueue<CtrlToken> | null;
   private readonly ctrlBase: number;
   private readonly ctrlFree: number[] = [];
   private readonly mrg: boolean;
@@ -289,7 +291,7 @@ export class VirtioNetDriver extends Emitter<VirtioNetDriverEvents> {
     private readonly transport: VirtioDriverTransport,
     private readonly memory: GuestMemory,
     features: bigint,
-    queues: DriverQueue<unknown>[],
+    queues: DriverVirtqueue<unknown>[],
     pairs: number,
     options: VirtioNetDriverOptions,
     mtu: number,
@@ -316,14 +318,14 @@ export class VirtioNetDriver extends Emitter<VirtioNetDriverEvents> {
     this.rx = [];
     this.tx = [];
     for (let p = 0; p < pairs; p++) {
-      const rq = queues[2 * p] as DriverQueue<number>;
+      const rq = queues[2 * p] as DriverVirtqueue<number>;
       const rbase = alloc.alloc(rq.size * rxLen, 64);
       if (rbase < 0)
         throw new DriverError(VirtioErrorCode.OUT_OF_MEMORY, "no guest memory for receive buffers");
       const bufs: MutableBuffer[][] = [];
       for (let i = 0; i < rq.size; i++) bufs.push([{ addr: rbase + i * rxLen, len: rxLen }]);
       this.rx.push(new RxRing(rq, rbase, rxLen, bufs, new Uint8Array(this.maxFrame)));
-      const tq = queues[2 * p + 1] as DriverQueue<number>;
+      const tq = queues[2 * p + 1] as DriverVirtqueue<number>;
       const tbase = alloc.alloc(tq.size * txLen, 64);
       if (tbase < 0)
         throw new DriverError(
@@ -348,7 +350,7 @@ export class VirtioNetDriver extends Emitter<VirtioNetDriverEvents> {
       this.tx.push(ring);
     }
     if (hasFeature(features, VIRTIO_NET_F_CTRL_VQ)) {
-      this.ctrl = queues[queues.length - 1] as DriverQueue<CtrlToken>;
+      this.ctrl = queues[queues.length - 1] as DriverVirtqueue<CtrlToken>;
       this.ctrlBase = alloc.alloc(this.ctrl.size * CTRL_SLOT, 64);
       if (this.ctrlBase < 0)
         throw new DriverError(
@@ -472,11 +474,11 @@ export class VirtioNetDriver extends Emitter<VirtioNetDriverEvents> {
     return this.maxFrame;
   }
   /** Low-level access to the receive queue of `pair` (tests, diagnostics). */
-  rxQueue(pair = 0): DriverQueue<number> {
+  rxQueue(pair = 0): DriverVirtqueue<number> {
     return this.rx[pair]!.queue;
   }
   /** Low-level access to the transmit queue of `pair`. */
-  txQueue(pair = 0): DriverQueue<number> {
+  txQueue(pair = 0): DriverVirtqueue<number> {
     return this.tx[pair]!.queue;
   }
 
