@@ -79,6 +79,17 @@ export {
   verifyTransportChecksum,
 } from "./net/checksum.js";
 export {
+  checkGso,
+  GSO_MAX_SEGMENTS,
+  type GsoError,
+  type GsoLayout,
+  NET_GSO_ECN,
+  NET_GSO_NONE,
+  NET_GSO_TCPV4,
+  NET_GSO_TCPV6,
+  segmentGso,
+} from "./net/gso.js";
+export {
   LoopbackBackend,
   type LoopbackOptions,
   type RecordedFrame,
@@ -110,6 +121,25 @@ export {
   type SwitchPortStats,
   type SwitchTap,
 } from "./net/switch.js";
+export {
+  GrowingSource,
+  patternSource,
+  systemTcpClock,
+  TCP_DEFAULT_MSS,
+  TCP_INITIAL_RTO_MS,
+  TCP_MAX_RTO_MS,
+  TCP_MIN_RTO_MS,
+  type TcpByteSource,
+  type TcpClock,
+  TcpFlag,
+  type TcpSegmentIn,
+  type TcpSegmentOut,
+  TcpSender,
+  type TcpSenderOptions,
+  type TcpSenderState,
+  type TcpSenderStats,
+  tcpPatternByte,
+} from "./net/tcp-source.js";
 export {
   assignPciBars,
   type MsiMessageHandler,

@@ -38,8 +38,11 @@ export class V86ExitCounter {
   private readonly portWrites = new Float64Array(0x1_0000);
   private readonly mmio = new Map<number, { reads: number; writes: number }>();
 
+  private readonly cpu: V86Cpu;
+
   /** @param cpu - the emulator's CPU (`emulator.v86.cpu`) */
   constructor(cpu: V86Cpu) {
+    this.cpu = cpu;
     const io = cpu.io as unknown as Record<string, Fn>;
     for (const name of ["port_read8", "port_read16", "port_read32"]) {
       const f = io[name]!.bind(io);
@@ -108,6 +111,30 @@ export class V86ExitCounter {
         writes += e.writes;
       }
     }
+    return { reads, writes, total: reads + writes };
+  }
+
+  /**
+   * Exits to the BARs of PCI function `devfn` on bus 0 (`slot << 3 | function`), at the
+   * addresses its configuration space holds now (PCI Local Bus 3.0 §6.2.5.1: bit 0 set is
+   * an I/O BAR), e.g. v86's own NE2000 (slot 5) or virtio-net (slot 10) wherever firmware
+   * put them. BAR sizes come from the device's `pci_bars`.
+   */
+  pciFunction(devfn: number): ExitCount {
+    const pci = this.cpu.devices.pci;
+    const space = pci.device_spaces[devfn];
+    const dev = pci.devices[devfn] as { pci_bars?: ({ size: number } | undefined)[] } | undefined;
+    let reads = 0;
+    let writes = 0;
+    if (space === undefined || dev === undefined) return { reads, writes, total: 0 };
+    (dev.pci_bars ?? []).forEach((bar, i) => {
+      if (bar === undefined || i > 5) return;
+      const v = space[4 + i]! >>> 0;
+      const c =
+        v & 1 ? this.ports(v & 0xfffc, bar.size) : this.mmioRange(v & 0xffff_fff0, bar.size);
+      reads += c.reads;
+      writes += c.writes;
+    });
     return { reads, writes, total: reads + writes };
   }
 

@@ -38,6 +38,7 @@ export {
 } from "./attach.js";
 export { type CpioEntry, CpioMode, cpioNewc, parentDirs } from "./cpio.js";
 export { type ExitCount, V86ExitCounter } from "./exits.js";
+export { type V86NicEmulator, v86NicBackend } from "./nic.js";
 export type {
   V86Cpu,
   V86Emulator,

@@ -652,6 +652,22 @@ describe("16-bit MMIO writes", () => {
   });
 });
 
+describe("V86ExitCounter.pciFunction", () => {
+  it("counts the exits to v86's own NE2000 at its I/O BAR, and nothing for an empty slot", async () => {
+    const m = await newMachine();
+    const { cpu } = m;
+    const exits = new V86ExitCounter(cpu);
+    const ne2k = 5 << 3; // v86's default NIC (net_device ne2k), I/O BAR0 at 0x300
+    const bar0 = cpu.devices.pci.device_spaces[ne2k]![4]! & 0xfffc;
+    expect(bar0).toBe(0x300);
+    cpu.io.port_read8(bar0 + 0x07);
+    cpu.io.port_write8(bar0, 0x21);
+    cpu.io.port_read8(bar0 + 0x40); // past its 32-byte BAR
+    expect(exits.pciFunction(ne2k)).toEqual({ reads: 1, writes: 1, total: 2 });
+    expect(exits.pciFunction(31 << 3)).toEqual({ reads: 0, writes: 0, total: 0 });
+  });
+});
+
 // ── 4. INTx ──────────────────────────────────────────────────────────────────────────
 
 describe("INTx through the PIIX PIRQ routing", () => {

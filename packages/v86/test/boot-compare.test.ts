@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectSameBytes } from "../../../test-utils/bytes.js";
 import { ensureFixture, type Fixture } from "./fixture.js";
 import { logTimings } from "./harness.js";
+import { type BenchNic, type NetBenchSizes, runNetBench, runTwoGuestBench } from "./net-bench.js";
 import {
   BULK_BYTES,
   comparisonTables,
@@ -177,6 +178,92 @@ describe("Linux drives pvkit's NICs in v86, and the guest-visible comparison", (
     ).toBe(true);
     // Exits per flood packet: the paravirtual NIC needs far fewer.
     expect(net.virtio.flood.exits * 3).toBeLessThan(net.rtl8139.flood.exits);
+  });
+
+  it("the network benchmark's pieces: v86's own NICs bound and bridged, bulk both ways, TCP exchanges, ping", {
+    timeout: 1_200_000,
+  }, async () => {
+    // Small sizes: this checks correctness (every byte arrives, every NIC works), not speed.
+    const sizes: NetBenchSizes = {
+      bulkBytes: 1 << 20,
+      warmupBytes: 256 << 10,
+      repeats: 1,
+      exchanges: 3,
+      pings: 2,
+      flood: 5,
+    };
+    const boots = [
+      await runNetBench(fixture, "ne2k", undefined, sizes),
+      await runNetBench(fixture, "v86-virtio", ["v86-virtio"], sizes),
+    ];
+    const drivers: Record<BenchNic, string> = {
+      virtio: "virtio_net",
+      rtl8139: "8139too",
+      ne2k: "ne2k-pci",
+      "v86-virtio": "virtio_net",
+    };
+    for (const b of boots) {
+      logTimings(`net bench ${b.nics.join("+")}`, b.boot);
+      expect(b.boot.exitStatus).toBe(0);
+      expect(b.boot.kernelWarnings).toEqual([]);
+      for (const nic of b.nics) {
+        expect(b.drivers[nic]).toBe(drivers[nic]);
+        const runs = b.runs.filter((r) => r.nic === nic);
+        expect(runs.map((r) => `${r.op}/${r.status}`)).toEqual([
+          "tx/0",
+          "rx/0",
+          `rr/${sizes.exchanges}`,
+        ]);
+        // Every byte: the sink counted the guest's transfer, the guest counted the source's.
+        expect(runs.find((r) => r.op === "tx")!.bytes).toBe(sizes.bulkBytes);
+        expect(runs.find((r) => r.op === "rx")!.bytes).toBe(sizes.bulkBytes);
+        for (const r of runs) {
+          expect(r.exits).toBeGreaterThan(0);
+          expect(r.instructions).toBeGreaterThan(0);
+          expect(r.seconds).toBeGreaterThan(0);
+        }
+        const host = b.host[nic]!;
+        expect(host.tcpBytes).toBe(sizes.warmupBytes + sizes.bulkBytes);
+        expect(host.tcpSourceBytes).toBe(sizes.warmupBytes + sizes.bulkBytes);
+        expect(host.tcpSourceConnections).toBe(2);
+        expect(host.tcpEchoConnections).toBe(5 + sizes.exchanges);
+        expect(host.tcpEchoBytes).toBe(5 * (5 + sizes.exchanges));
+        const ping = b.pings.find((p) => p.nic === nic)!;
+        expect(ping.replies).toBe(sizes.pings);
+        expect(ping.floodReplies).toBe(sizes.flood);
+        expect(ping.rttMs).toBeGreaterThan(0);
+      }
+    }
+  });
+
+  it("two guests on one switch: every NIC carries a TCP transfer from guest A to guest B", {
+    timeout: 1_800_000,
+  }, async () => {
+    const sizes: NetBenchSizes = {
+      bulkBytes: 256 << 10,
+      warmupBytes: 64 << 10,
+      repeats: 1,
+      exchanges: 0,
+      pings: 0,
+      flood: 0,
+    };
+    const r = await runTwoGuestBench(fixture, "ne2k", undefined, sizes);
+    for (const b of r.boots) {
+      expect(b.exitStatus).toBe(0);
+      expect(b.kernelWarnings).toEqual([]);
+    }
+    for (const d of r.drivers)
+      expect(d).toEqual({ virtio: "virtio_net", rtl8139: "8139too", ne2k: "ne2k-pci" });
+    expect(r.runs.map((x) => `${x.nic}/${x.repeat}/${x.status}/${x.bytes}`).sort()).toEqual(
+      (["ne2k", "rtl8139", "virtio"] as const).flatMap((n) => [
+        `${n}/-1/0/${sizes.warmupBytes}`,
+        `${n}/0/0/${sizes.bulkBytes}`,
+      ]),
+    );
+    for (const x of r.runs) {
+      expect(x.exits[0]).toBeGreaterThan(0);
+      expect(x.exits[1]).toBeGreaterThan(0);
+    }
   });
 
   it("dd through v86's IDE disk and pvkit's virtio-blk", { timeout: 400_000 }, async () => {

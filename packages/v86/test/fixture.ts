@@ -89,6 +89,8 @@ const MODULE_ROOTS = [
   "virtio_blk",
   "virtio_net",
   "8139too",
+  // v86's own NE2000 (PCI 10ec:8029), the peer NIC of the network benchmark; pulls in 8390.
+  "ne2k_pci",
   "ata_piix",
   "sd_mod",
 ] as const;

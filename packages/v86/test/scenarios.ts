@@ -73,7 +73,32 @@ export function md5(bytes: Uint8Array): string {
   return createHash("md5").update(bytes).digest("hex");
 }
 
-const BLK_SCRIPT = `
+/**
+ * Prints `VIRTIO <sysfs path> <features>` for every virtio device: the features the
+ * driver negotiated, one '0'/'1' per bit from bit 0 (Linux `features_show`).
+ */
+const VIRTIO_FEATURES_SCRIPT = `for d in /sys/bus/virtio/devices/*; do
+  echo "VIRTIO $(readlink -f $d) $(cat $d/features)"
+done
+`;
+
+/** Options of the pvkit virtio devices a scenario creates (default: their defaults). */
+export interface ScenarioDeviceOptions {
+  /** Offer VIRTIO_F_RING_PACKED (§2.8). */
+  readonly ringPacked?: boolean;
+}
+
+/** The negotiated features of every virtio device a scenario's guest printed, by sysfs path. */
+export function virtioFeatures(lines: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const l of lines) {
+    const m = /^VIRTIO (\S+) ([01]+)$/.exec(l);
+    if (m !== null) out.set(m[1]!, m[2]!);
+  }
+  return out;
+}
+
+const BLK_SCRIPT = `${VIRTIO_FEATURES_SCRIPT}
 for d in /sys/block/vd*; do
   n=\${d##*/}
   echo "DISK $n $(readlink -f $d/device) $(cat $d/size) $(cat $d/serial)"
@@ -165,18 +190,24 @@ async function backendOf(
  * @param fixture - the guest
  * @param backends - back-end of the PCI disk and of the mmio disk
  * @param dir - a scratch directory for file-backed disks
+ * @param deviceOptions - passed to both `VirtioBlkDevice`s (e.g. `ringPacked`)
  */
 export async function runBlkBoot(
   fixture: Fixture,
   backends: { pci: "memory" | "file"; mmio: "memory" | "file" },
   dir: string,
+  deviceOptions: ScenarioDeviceOptions = {},
 ): Promise<BlkBootReport> {
   const images = { pci: knownDisk(1), mmio: knownDisk(2) };
   const pci = await backendOf(backends.pci, images.pci, dir, "pci");
   const mmio = await backendOf(backends.mmio, images.mmio, dir, "mmio");
   const devices = {
-    pci: new VirtioBlkDevice({ backend: pci.backend, serial: "pvkit-pci-disk" }),
-    mmio: new VirtioBlkDevice({ backend: mmio.backend, serial: "pvkit-mmio-disk" }),
+    pci: new VirtioBlkDevice({ ...deviceOptions, backend: pci.backend, serial: "pvkit-pci-disk" }),
+    mmio: new VirtioBlkDevice({
+      ...deviceOptions,
+      backend: mmio.backend,
+      serial: "pvkit-mmio-disk",
+    }),
   };
   const options: AttachPvkitOptions = {
     devices: [
@@ -312,7 +343,7 @@ echo "BULK ${key} $rc $t0 $t1"`;
 dd if=/dev/zero bs=64k count=16 2>/dev/null | nc ${n.hostIp} 9`,
     )
     .join("\n");
-  return `${setup}
+  return `${VIRTIO_FEATURES_SCRIPT}${setup}
 sleep 1
 ${warm}
 ${run("virtio", NICS.virtio)}
@@ -399,13 +430,19 @@ export interface NetBootReport {
  *
  * @param fixture - the guest
  * @param dir - where the pcap files go
+ * @param deviceOptions - passed to the `VirtioNetDevice` (e.g. `ringPacked`)
  */
-export async function runNetBoot(fixture: Fixture, dir: string): Promise<NetBootReport> {
+export async function runNetBoot(
+  fixture: Fixture,
+  dir: string,
+  deviceOptions: ScenarioDeviceOptions = {},
+): Promise<NetBootReport> {
   const rigs = {
     virtio: netRig("virtio", dir),
     rtl8139: netRig("rtl8139", dir),
   };
   const virtioNet = new VirtioNetDevice({
+    ...deviceOptions,
     backend: rigs.virtio.sw.createPort("guest"),
     mac: NICS.virtio.mac,
   });

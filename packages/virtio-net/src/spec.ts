@@ -15,6 +15,18 @@ export const VIRTIO_NET_F_GUEST_CSUM = 1;
 export const VIRTIO_NET_F_CTRL_GUEST_OFFLOADS = 2;
 /** §5.1.3: the device reports its maximum MTU in `mtu`. */
 export const VIRTIO_NET_F_MTU = 3;
+/** §5.1.3: the driver can receive TSOv4 (GSO TCPV4 frames). Requires GUEST_CSUM. */
+export const VIRTIO_NET_F_GUEST_TSO4 = 7;
+/** §5.1.3: the driver can receive TSOv6. Requires GUEST_CSUM. */
+export const VIRTIO_NET_F_GUEST_TSO6 = 8;
+/** §5.1.3: the driver can receive TSO frames with ECN (CWR). Requires GUEST_TSO4 or GUEST_TSO6. */
+export const VIRTIO_NET_F_GUEST_ECN = 9;
+/** §5.1.3: the device can receive (segment) TSOv4 frames from the driver. Requires CSUM. */
+export const VIRTIO_NET_F_HOST_TSO4 = 11;
+/** §5.1.3: the device can receive TSOv6 frames. Requires CSUM. */
+export const VIRTIO_NET_F_HOST_TSO6 = 12;
+/** §5.1.3: the device can receive TSO frames with ECN. Requires HOST_TSO4 or HOST_TSO6. */
+export const VIRTIO_NET_F_HOST_ECN = 13;
 /** §5.1.3: the device has a given MAC address in `mac`. */
 export const VIRTIO_NET_F_MAC = 5;
 /** §5.1.3: the driver can merge receive buffers (`num_buffers`). */

@@ -23,6 +23,15 @@ export interface NetFrameMeta {
   csumStart: number;
   /** With NEEDS_CSUM: where, after `csumStart`, the 16-bit checksum is stored. */
   csumOffset: number;
+  /**
+   * A TCP segment larger than the MTU, to be cut into frames of `gsoSize` payload bytes
+   * by whoever cannot take it whole (virtio 1.2 §5.1.6, `gso_type`): `NET_GSO_TCPV4`,
+   * `NET_GSO_TCPV6`, optionally with `NET_GSO_ECN`; absent or `NET_GSO_NONE` for an
+   * ordinary frame. Only sent to a back-end whose {@link NetBackend.gso} is true.
+   */
+  gsoType?: number;
+  /** With `gsoType`: the MSS, payload bytes per segment (virtio 1.2 §5.1.6, `gso_size`). */
+  gsoSize?: number;
 }
 
 /**
@@ -43,6 +52,11 @@ export type NetSendResult = "sent" | "busy" | "dropped";
 
 /** What a NIC attaches to its back-end to be handed frames and events. */
 export interface NetEndpoint {
+  /**
+   * Whether the NIC takes GSO frames ({@link NetFrameMeta.gsoType}) whole; absent or
+   * false: a back-end (a switch) cuts them into MTU-sized frames first.
+   */
+  readonly acceptsGso?: boolean;
   /** A frame arrived for the NIC (copy it to keep it). */
   receive(frame: Uint8Array, meta: NetFrameMeta | null): void;
   /** The back-end's link went up or down. */
@@ -76,6 +90,12 @@ export interface NetBackend {
    * completes a NEEDS_CSUM checksum in software before sending.
    */
   readonly checksumOffload: boolean;
+  /**
+   * Whether the back-end carries GSO frames ({@link NetFrameMeta.gsoType}) to its peer
+   * whole. When absent or false, a NIC cuts them into MTU-sized frames itself (see
+   * `segmentGso`). Requires {@link checksumOffload}.
+   */
+  readonly gso?: boolean;
   /** Whether the link is up. */
   readonly linkUp: boolean;
   /** Counters. */

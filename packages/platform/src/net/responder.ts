@@ -3,8 +3,12 @@
  * requests for its address (RFC 826), answers ICMP echo requests (RFC 792), counts UDP
  * datagrams sent to it, and accepts TCP connections on one port as a discard sink
  * (RFC 9293, receiver side only: in-order data, immediate ACKs, a fixed 65535-byte window)
- * for bulk-transfer measurements. It is what a guest's `ping` and `nc` talk to in pvkit's
- * end-to-end tests and benchmarks.
+ * for bulk-transfer measurements. On further ports it runs TCP senders
+ * ({@link TcpSender}: MSS from the peer's SYN, the peer's window, congestion control,
+ * retransmission): sources that send a fixed number of bytes on each connection and close,
+ * and an echo service (RFC 862) that sends back what it receives and closes after the
+ * peer's FIN. It is what a guest's `ping` and `nc` talk to in pvkit's end-to-end tests and
+ * benchmarks.
  *
  * @module
  */
@@ -19,6 +23,14 @@ import {
   onesComplementSum,
   verifyTransportChecksum,
 } from "./checksum.js";
+import {
+  GrowingSource,
+  patternSource,
+  type TcpClock,
+  type TcpSegmentOut,
+  TcpSender,
+  type TcpSenderStats,
+} from "./tcp-source.js";
 
 /** EtherType of ARP. */
 export const ETHERTYPE_ARP = 0x0806;
@@ -33,6 +45,15 @@ export interface HostResponderOptions {
   readonly ip: string;
   /** TCP port accepting connections as a discard sink (default 9, "discard"). */
   readonly tcpSinkPort?: number;
+  /**
+   * TCP source ports: port → bytes sent on each connection to it (the pattern of
+   * `tcpPatternByte`), then FIN. E.g. `{ 19: 16 << 20 }`. Default none.
+   */
+  readonly tcpSourcePorts?: Readonly<Record<number, number>>;
+  /** TCP echo port (RFC 862): what the peer sends comes back; FIN after the peer's. Default none. */
+  readonly tcpEchoPort?: number;
+  /** Time and timers of the TCP senders (default `systemTcpClock`). */
+  readonly tcpClock?: TcpClock;
 }
 
 /** Counters of a {@link HostResponder}. */
@@ -51,6 +72,14 @@ export interface HostResponderStats {
   tcpConnections: number;
   /** TCP segments refused: bad checksum, closed port, no connection. */
   tcpRefused: number;
+  /** Data bytes the peers acknowledged on the source ports. */
+  tcpSourceBytes: number;
+  /** Source connections whose data and FIN were all acknowledged. */
+  tcpSourceConnections: number;
+  /** Bytes echoed and acknowledged on the echo port. */
+  tcpEchoBytes: number;
+  /** Echo connections closed cleanly in both directions. */
+  tcpEchoConnections: number;
   /** Frames not for us, or not understood. */
   ignored: number;
 }
@@ -102,12 +131,31 @@ export class HostResponder {
     tcpBytes: 0,
     tcpConnections: 0,
     tcpRefused: 0,
+    tcpSourceBytes: 0,
+    tcpSourceConnections: 0,
+    tcpEchoBytes: 0,
+    tcpEchoConnections: 0,
     ignored: 0,
   };
   /** The TCP sink's port. */
   readonly tcpSinkPort: number;
+  /** The source ports and the bytes each sends. */
+  readonly tcpSourcePorts: ReadonlyMap<number, number>;
+  /** The echo port, or undefined. */
+  readonly tcpEchoPort: number | undefined;
   private backend: NetBackend | null = null;
-  private readonly connections = new Map<string, TcpConnection>();
+  private readonly connections = new Map<string, TcpConnection | SenderConnection>();
+  private readonly tcpClock: TcpClock | undefined;
+  private readonly senderTotals: TcpSenderStats = {
+    bytesAcked: 0,
+    segments: 0,
+    retransmits: 0,
+    timeouts: 0,
+    fastRetransmits: 0,
+    probes: 0,
+    bytesReceived: 0,
+  };
+  private senderCount = 0;
 
   /** @throws Error on an invalid MAC or IP address (host configuration) */
   constructor(options: HostResponderOptions) {
@@ -121,6 +169,47 @@ export class HostResponder {
     this.mac = mac;
     this.ip = ip;
     this.tcpSinkPort = options.tcpSinkPort ?? 9;
+    const sources = new Map<number, number>();
+    for (const [port, bytes] of Object.entries(options.tcpSourcePorts ?? {})) {
+      const p = Number(port);
+      if (!Number.isInteger(p) || p < 1 || p > 0xffff || p === this.tcpSinkPort)
+        throw new Error(`bad TCP source port ${port}`);
+      if (!Number.isSafeInteger(bytes) || bytes < 0)
+        throw new Error(`bad byte count ${bytes} for TCP source port ${port}`);
+      sources.set(p, bytes);
+    }
+    const echo = options.tcpEchoPort;
+    if (
+      echo !== undefined &&
+      (!Number.isInteger(echo) ||
+        echo < 1 ||
+        echo > 0xffff ||
+        echo === this.tcpSinkPort ||
+        sources.has(echo))
+    )
+      throw new Error(`bad TCP echo port ${echo}`);
+    this.tcpSourcePorts = sources;
+    this.tcpEchoPort = echo;
+    this.tcpClock = options.tcpClock;
+  }
+
+  /**
+   * The TCP senders' counters (sources and echo), summed over every connection so far:
+   * segments, retransmissions, timeouts, fast retransmits, zero-window probes.
+   */
+  tcpSenderStats(): TcpSenderStats {
+    const out = { ...this.senderTotals };
+    for (const c of this.connections.values()) {
+      if (!(c instanceof SenderConnection)) continue;
+      for (const k of Object.keys(out) as (keyof TcpSenderStats)[]) out[k] += c.sender.stats[k];
+    }
+    return out;
+  }
+
+  /** Closes every connection and stops the TCP senders' timers. */
+  closeConnections(): void {
+    for (const c of this.connections.values()) if (c instanceof SenderConnection) this.retire(c);
+    this.connections.clear();
   }
 
   /**
@@ -131,6 +220,9 @@ export class HostResponder {
   attachTo(backend: NetBackend): void {
     this.backend = backend;
     backend.attach({
+      // A GSO frame is one TCP segment larger than the MTU: the sink takes it whole, as a
+      // host stack takes a GRO-merged segment.
+      acceptsGso: true,
       receive: (frame, meta) => {
         if (meta !== null && meta.flags & NET_META_NEEDS_CSUM) {
           const copy = frame.slice();
@@ -256,12 +348,32 @@ export class HostResponder {
     const length = end - l4 - off;
     const key = `${frame[ETH_HEADER_LEN + 12]}.${frame[ETH_HEADER_LEN + 13]}.${frame[ETH_HEADER_LEN + 14]}.${frame[ETH_HEADER_LEN + 15]}:${srcPort}>${dstPort}`;
     const c = this.connections.get(key);
+    if (c instanceof SenderConnection) {
+      if (flags & TCP_SYN && !(flags & TCP_ACK) && seq !== c.irs) {
+        // A new connection on the same address and port: the old one is gone.
+        this.retire(c);
+        this.connections.delete(key);
+      } else {
+        this.toSender(key, c, frame, l4, off, end, seq, ack, flags);
+        return;
+      }
+    }
     if (flags & TCP_RST) {
       this.connections.delete(key);
       return;
     }
     if (flags & TCP_SYN) {
-      if (dstPort !== this.tcpSinkPort || flags & TCP_ACK) {
+      if (flags & TCP_ACK) {
+        stats.tcpRefused++;
+        this.tcpReply(frame, l4, TCP_RST | TCP_ACK, 0, (seq + 1) >>> 0);
+        return;
+      }
+      const bytes = this.tcpSourcePorts.get(dstPort);
+      if (bytes !== undefined || dstPort === this.tcpEchoPort) {
+        this.openSender(key, frame, l4, off, seq, bytes);
+        return;
+      }
+      if (dstPort !== this.tcpSinkPort) {
         stats.tcpRefused++;
         this.tcpReply(frame, l4, TCP_RST | TCP_ACK, 0, (seq + 1) >>> 0);
         return;
@@ -276,30 +388,148 @@ export class HostResponder {
       this.tcpReply(frame, l4, TCP_SYN | TCP_ACK, TCP_ISS, conn.rcvNxt, TCP_MSS_OPTION);
       return;
     }
-    if (c === undefined) {
+    const sink = c instanceof SenderConnection ? undefined : c;
+    if (sink === undefined) {
       stats.tcpRefused++;
       if (flags & TCP_ACK) this.tcpReply(frame, l4, TCP_RST, ack, 0);
       return;
     }
     if (length > 0 || flags & TCP_FIN) {
-      if (seq === c.rcvNxt) {
-        c.rcvNxt = (c.rcvNxt + length) >>> 0;
+      if (seq === sink.rcvNxt) {
+        sink.rcvNxt = (sink.rcvNxt + length) >>> 0;
         stats.tcpBytes += length;
-        if (flags & TCP_FIN && !c.finSent) {
+        if (flags & TCP_FIN && !sink.finSent) {
           // The peer is done: acknowledge its FIN and close our side at once.
-          c.rcvNxt = (c.rcvNxt + 1) >>> 0;
-          c.finSent = true;
+          sink.rcvNxt = (sink.rcvNxt + 1) >>> 0;
+          sink.finSent = true;
           stats.tcpConnections++;
-          this.tcpReply(frame, l4, TCP_FIN | TCP_ACK, c.sndNxt, c.rcvNxt);
-          c.sndNxt = (c.sndNxt + 1) >>> 0;
+          this.tcpReply(frame, l4, TCP_FIN | TCP_ACK, sink.sndNxt, sink.rcvNxt);
+          sink.sndNxt = (sink.sndNxt + 1) >>> 0;
           return;
         }
       }
       // In order or not, say what we expect next (a duplicate ACK asks for a retransmit).
-      this.tcpReply(frame, l4, TCP_ACK, c.sndNxt, c.rcvNxt);
+      this.tcpReply(frame, l4, TCP_ACK, sink.sndNxt, sink.rcvNxt);
       return;
     }
-    if (c.finSent && flags & TCP_ACK && ack === c.sndNxt) this.connections.delete(key);
+    if (sink.finSent && flags & TCP_ACK && ack === sink.sndNxt) this.connections.delete(key);
+  }
+
+  /** Starts a sender for a SYN to a source port (`bytes`) or the echo port (`bytes` undefined). */
+  private openSender(
+    key: string,
+    frame: Uint8Array,
+    l4: number,
+    off: number,
+    seq: number,
+    bytes: number | undefined,
+  ): void {
+    const ip = ETH_HEADER_LEN;
+    // The header every segment of this connection starts with: addresses and ports swapped.
+    const head = new Uint8Array(ETH_HEADER_LEN + 20 + 4);
+    head.set(frame.subarray(6, 12), 0);
+    head.set(this.mac, 6);
+    head[12] = 0x08;
+    head.set(this.ip, ip + 12);
+    head.set(frame.subarray(ip + 12, ip + 16), ip + 16);
+    head.set(frame.subarray(l4 + 2, l4 + 4), ip + 20);
+    head.set(frame.subarray(l4, l4 + 2), ip + 22);
+    const echo = bytes === undefined ? new GrowingSource() : null;
+    let sender: TcpSender | undefined;
+    const conn = new SenderConnection(seq >>> 0, head, echo);
+    this.connections.set(key, conn);
+    this.senderCount++;
+    sender = new TcpSender({
+      syn: { seq, window: (frame[l4 + 14]! << 8) | frame[l4 + 15]!, ...mssOption(frame, l4, off) },
+      iss: (TCP_ISS + this.senderCount * 0x0100_0000 + 0x10000) >>> 0,
+      source: echo ?? patternSource(bytes!),
+      emit: (segment) => this.sendSegment(conn, segment),
+      ...(echo === null
+        ? {}
+        : {
+            onData: (data: Uint8Array) => {
+              echo.push(data);
+              queueMicrotask(() => sender?.pump());
+            },
+            onPeerFin: () => {
+              echo.end();
+              queueMicrotask(() => sender?.pump());
+            },
+          }),
+      ...(this.tcpClock === undefined ? {} : { clock: this.tcpClock }),
+    });
+    conn.sender = sender;
+  }
+
+  private toSender(
+    key: string,
+    c: SenderConnection,
+    frame: Uint8Array,
+    l4: number,
+    off: number,
+    end: number,
+    seq: number,
+    ack: number,
+    flags: number,
+  ): void {
+    const s = c.sender;
+    const acked = s.stats.bytesAcked;
+    s.receive({
+      flags,
+      seq,
+      ack,
+      window: (frame[l4 + 14]! << 8) | frame[l4 + 15]!,
+      payload: frame.subarray(l4 + off, end),
+    });
+    const delta = s.stats.bytesAcked - acked;
+    if (c.echo === null) this.stats.tcpSourceBytes += delta;
+    else this.stats.tcpEchoBytes += delta;
+    if (s.state === "closed") {
+      this.retire(c);
+      this.connections.delete(key);
+    } else if (s.allAcked && (c.echo === null || s.peerClosed)) {
+      if (c.echo === null) this.stats.tcpSourceConnections++;
+      else this.stats.tcpEchoConnections++;
+      this.retire(c);
+      this.connections.delete(key);
+    }
+  }
+
+  /** Stops a sender and folds its counters into the totals. */
+  private retire(c: SenderConnection): void {
+    c.sender.close();
+    for (const k of Object.keys(this.senderTotals) as (keyof TcpSenderStats)[])
+      this.senderTotals[k] += c.sender.stats[k];
+  }
+
+  /** Builds and sends one segment of a sender connection. */
+  private sendSegment(c: SenderConnection, seg: TcpSegmentOut): void {
+    const ip = ETH_HEADER_LEN;
+    const optLen = seg.mss === undefined ? 0 : 4;
+    const tcpLen = 20 + optLen;
+    const total = 20 + tcpLen + seg.payload.length;
+    const out = new Uint8Array(Math.max(60, ip + total));
+    out.set(c.head.subarray(0, ip + 24));
+    out[ip] = 0x45;
+    out[ip + 2] = total >> 8;
+    out[ip + 3] = total & 0xff;
+    out[ip + 6] = 0x40; // don't fragment
+    out[ip + 8] = 64; // TTL
+    out[ip + 9] = IPPROTO_TCP;
+    const ipSum = ~onesComplementSum(out, ip, ip + 20) & 0xffff;
+    out[ip + 10] = ipSum >> 8;
+    out[ip + 11] = ipSum & 0xff;
+    const t = ip + 20;
+    setU32(out, t + 4, seg.seq);
+    setU32(out, t + 8, seg.ack);
+    out[t + 12] = (tcpLen / 4) << 4;
+    out[t + 13] = seg.flags;
+    out[t + 14] = seg.window >> 8;
+    out[t + 15] = seg.window & 0xff;
+    if (seg.mss !== undefined) out.set([2, 4, seg.mss >> 8, seg.mss & 0xff], t + 20);
+    out.set(seg.payload, t + tcpLen);
+    fillTransportChecksum(out);
+    this.backend?.send(out, null);
   }
 
   /** Sends a segment back to the sender of `req` (no payload). */
@@ -351,6 +581,42 @@ interface TcpConnection {
   sndNxt: number;
   /** Whether we answered the peer's FIN with ours. */
   finSent: boolean;
+}
+
+/** A connection served by a {@link TcpSender} (a source or the echo service). */
+class SenderConnection {
+  /** Set right after construction (the sender's constructor already emits the SYN-ACK). */
+  sender!: TcpSender;
+  constructor(
+    /** The peer's initial sequence number. */
+    readonly irs: number,
+    /** Ethernet, IPv4 addresses and TCP ports of every segment we send. */
+    readonly head: Uint8Array,
+    /** The echo service's buffer, or null for a source. */
+    readonly echo: GrowingSource | null,
+  ) {}
+}
+
+/** The MSS option of a SYN (RFC 9293 §3.2), as `{ mss }`, or `{}` when absent or malformed. */
+function mssOption(frame: Uint8Array, l4: number, off: number): { mss?: number } {
+  let i = l4 + 20;
+  const end = l4 + off;
+  while (i < end) {
+    const kind = frame[i]!;
+    if (kind === 0) break;
+    if (kind === 1) {
+      i++;
+      continue;
+    }
+    const len = frame[i + 1] ?? 0;
+    if (len < 2 || i + len > end) break;
+    if (kind === 2 && len === 4) {
+      const mss = (frame[i + 2]! << 8) | frame[i + 3]!;
+      return mss > 0 ? { mss } : {};
+    }
+    i += len;
+  }
+  return {};
 }
 
 const TCP_FIN = 0x01;

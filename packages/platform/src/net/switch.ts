@@ -25,6 +25,7 @@ import {
   newNetBackendStats,
 } from "./backend.js";
 import { completeChecksum } from "./checksum.js";
+import { checkGso, NET_GSO_NONE, segmentGso } from "./gso.js";
 
 /** Per-port counters, seen from the switch. */
 export interface SwitchPortStats {
@@ -44,6 +45,8 @@ export interface SwitchPortStats {
   flooded: number;
   /** Frames whose checksum the switch completed on the way out of this port. */
   checksumsCompleted: number;
+  /** GSO frames the switch cut into MTU-sized frames on the way out of this port. */
+  gsoSegmented: number;
 }
 
 /** Options of {@link EthernetSwitch}. */
@@ -75,6 +78,7 @@ abstract class Port {
     rxDrops: 0,
     flooded: 0,
     checksumsCompleted: 0,
+    gsoSegmented: 0,
   };
   removed = false;
   constructor(
@@ -83,6 +87,8 @@ abstract class Port {
   ) {}
   /** Whether frames out of this port may carry checksum metadata. */
   abstract get carriesMeta(): boolean;
+  /** Whether GSO frames leave this port whole (otherwise the switch segments them). */
+  abstract get carriesGso(): boolean;
   /** Whether the port's link is up. */
   abstract get up(): boolean;
   /** Sends a frame out of this port. */
@@ -110,6 +116,13 @@ export class SwitchPort extends Port implements NetBackend {
     super(id, name);
   }
   get carriesMeta(): boolean {
+    return this.checksumOffload;
+  }
+  get carriesGso(): boolean {
+    return this.checksumOffload && this.endpoint?.acceptsGso === true;
+  }
+  /** A NIC may send GSO frames whole: the switch cuts them for ports that cannot take them. */
+  get gso(): boolean {
     return this.checksumOffload;
   }
   get up(): boolean {
@@ -172,6 +185,9 @@ class UplinkPort extends Port implements NetEndpoint {
   get carriesMeta(): boolean {
     return this.backend.checksumOffload;
   }
+  get carriesGso(): boolean {
+    return this.backend.checksumOffload && this.backend.gso === true;
+  }
   get up(): boolean {
     return this.backend.linkUp && !this.removed;
   }
@@ -207,6 +223,8 @@ export class EthernetSwitch {
   private readonly ports: Port[] = [];
   private readonly table = new Map<number, Learnt>();
   private readonly taps: SwitchTap[] = [];
+  /** Where GSO frames are cut (grows to the largest headers + MSS seen). */
+  private gsoScratch = new Uint8Array(0);
   private readonly ageingMs: number;
   private readonly now: () => number;
   private readonly maxAddresses: number;
@@ -348,6 +366,13 @@ export class EthernetSwitch {
       fs.rxDrops++;
       return "dropped";
     }
+    if (meta !== null && (meta.gsoType ?? NET_GSO_NONE) !== NET_GSO_NONE) {
+      // A GSO frame the switch may have to cut: refuse one that cannot be cut.
+      if (typeof checkGso(frame, meta) === "string") {
+        fs.rxDrops++;
+        return "dropped";
+      }
+    }
     fs.rxFrames++;
     fs.rxBytes += frame.length;
     const t = this.now();
@@ -392,6 +417,8 @@ export class EthernetSwitch {
       s.txDrops++;
       return "dropped";
     }
+    if (meta !== null && (meta.gsoType ?? NET_GSO_NONE) !== NET_GSO_NONE && !p.carriesGso)
+      return this.outSegmented(p, frame, meta, flooding);
     let f = frame;
     let m = meta;
     if (meta !== null && !p.carriesMeta) {
@@ -410,6 +437,44 @@ export class EthernetSwitch {
     s.txDrops++;
     // A flooded frame cannot wait for one port; a unicast one tells the sender to retry.
     return flooding ? "dropped" : r;
+  }
+
+  /**
+   * Cuts a GSO frame into MTU-sized frames for a port that cannot take it whole. A busy
+   * first frame asks a unicast sender to retry; one busy later drops the rest (TCP
+   * retransmits them, as after a loss on a wire).
+   */
+  private outSegmented(
+    p: Port,
+    frame: Uint8Array,
+    meta: NetFrameMeta,
+    flooding: boolean,
+  ): NetSendResult {
+    const s = p.portStats;
+    const layout = checkGso(frame, meta);
+    if (typeof layout === "string") {
+      s.txDrops++;
+      return "dropped";
+    }
+    if (this.gsoScratch.length < layout.payload + layout.mss)
+      this.gsoScratch = new Uint8Array(layout.payload + layout.mss);
+    let first = "sent" as NetSendResult;
+    let sent = 0;
+    segmentGso(frame, layout, !p.carriesMeta, this.gsoScratch, (segment, m) => {
+      const r = p.output(segment, m);
+      if (r === "sent") {
+        s.txFrames++;
+        s.txBytes += segment.length;
+        sent++;
+        return true;
+      }
+      s.txDrops++;
+      if (sent === 0) first = r;
+      return false;
+    });
+    s.gsoSegmented++;
+    if (!p.carriesMeta) s.checksumsCompleted += sent;
+    return flooding && first === "busy" ? "dropped" : first;
   }
 
   /** The frame with a NEEDS_CSUM checksum completed (a copy), or the frame itself. */

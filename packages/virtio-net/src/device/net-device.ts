@@ -23,6 +23,7 @@
  */
 
 import {
+  checkGso,
   completeChecksum,
   ETH_HEADER_LEN,
   expectArgument,
@@ -32,11 +33,13 @@ import {
   NET_META_NEEDS_CSUM,
   type NetBackend,
   type NetFrameMeta,
+  type NetSendResult,
   parseMac,
+  segmentGso,
 } from "@pvkit/platform";
 import {
   type DescriptorChain,
-  type DeviceQueue,
+  type DeviceVirtqueue,
   featureMask,
   hasFeature,
   VirtioDeviceBase,
@@ -72,6 +75,12 @@ import {
   VIRTIO_NET_F_CTRL_VQ,
   VIRTIO_NET_F_GUEST_ANNOUNCE,
   VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MAC,
   VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
@@ -98,7 +107,11 @@ export type NetDropReason =
   | "txOversize"
   /** TX: frame shorter than an Ethernet header. */
   | "txRunt"
-  /** TX: a GSO type other than NONE, which this device does not offer (§5.1.6.2.1). */
+  /**
+   * TX: a GSO frame the device cannot take: a type not negotiated (§5.1.6.2.1), or one
+   * that is not what its type says (not TCP, wrong IP version, NEEDS_CSUM missing or not
+   * on the TCP checksum, gso_size 0, no payload, more than `GSO_MAX_SEGMENTS` segments).
+   */
   | "txBadGso"
   /** TX: NEEDS_CSUM with csum_start / csum_offset outside the frame (§5.1.6.2.1). */
   | "txBadChecksum"
@@ -116,6 +129,8 @@ export type NetDropReason =
   | "rxRunt"
   /** RX: above MTU + 14 (+4) with MTU negotiated (§5.1.6.3.2). */
   | "rxOversize"
+  /** RX: a GSO frame from the back-end that is not a well-formed TCP segment. */
+  | "rxBadGso"
   /** RX: no buffers posted and the waiting queue is full. */
   | "rxQueueFull"
   /** RX: a posted chain too small for the frame (without MRG_RXBUF) or for a header; returned with used length 0. */
@@ -152,6 +167,18 @@ export interface VirtioNetOptions {
   readonly csum?: boolean;
   /** Offer VIRTIO_NET_F_GUEST_CSUM (default true). */
   readonly guestCsum?: boolean;
+  /**
+   * Offer VIRTIO_NET_F_HOST_TSO4, HOST_TSO6 and HOST_ECN (default true, only with `csum`):
+   * the guest may send TCP segments up to 64 KiB; they go whole to a back-end that takes
+   * GSO frames (`NetBackend.gso`) and are cut into MTU-sized frames otherwise.
+   */
+  readonly tso?: boolean;
+  /**
+   * Offer VIRTIO_NET_F_GUEST_TSO4, GUEST_TSO6 and GUEST_ECN (default true, only with
+   * `guestCsum`): GSO frames from the back-end reach the guest whole; without these
+   * negotiated the device cuts them first.
+   */
+  readonly guestTso?: boolean;
   /** Offer VIRTIO_NET_F_CTRL_VQ (default true); the next four need it. */
   readonly ctrlVq?: boolean;
   /** Offer CTRL_RX and CTRL_RX_EXTRA (default true). */
@@ -176,6 +203,8 @@ export interface VirtioNetOptions {
   readonly eventIdx?: boolean;
   /** Offer VIRTIO_F_INDIRECT_DESC (default true). */
   readonly indirectDesc?: boolean;
+  /** Offer VIRTIO_F_RING_PACKED (§2.8; default false): packed rings if the driver accepts them. */
+  readonly ringPacked?: boolean;
 }
 
 /** Events of {@link VirtioNetDevice}. */
@@ -200,6 +229,12 @@ export interface VirtioNetStats {
   rxBuffers: number;
   /** Checksums completed in software (NEEDS_CSUM towards a back-end or guest without offload). */
   checksumsCompleted: number;
+  /** GSO frames (TSO) the guest sent. */
+  txGsoFrames: number;
+  /** GSO frames the device cut into MTU-sized frames (towards a back-end or guest that cannot take them). */
+  gsoSegmented: number;
+  /** GSO frames delivered to the guest whole. */
+  rxGsoFrames: number;
   /** Times the back-end said "busy". */
   txBusy: number;
   /** Control commands answered OK. */
@@ -211,6 +246,21 @@ export interface VirtioNetStats {
 }
 
 const DEFAULT_MAC = new Uint8Array([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+
+/** The largest TSO frame: a 64 KiB IP packet behind an Ethernet header and a VLAN tag. */
+const GSO_MAX_FRAME = 65535 + ETH_HLEN + VLAN_HLEN;
+
+/**
+ * The `gso_type` values a side may use under features `f`: bit 0 TCPV4, bit 2 TCPV6, bit 7
+ * ECN (the VirtioNetGso values, so a type is allowed when `(type & ~allowed) === 0`).
+ */
+function gsoBits(f: bigint, tso4: number, tso6: number, ecn: number): number {
+  let bits = 0;
+  if (hasFeature(f, tso4)) bits |= VirtioNetGso.TCPV4;
+  if (hasFeature(f, tso6)) bits |= VirtioNetGso.TCPV6;
+  if (bits !== 0 && hasFeature(f, ecn)) bits |= VirtioNetGso.ECN;
+  return bits;
+}
 
 /** The RX filter state (§5.1.6.5.1–2), as QEMU keeps it. */
 interface RxMode {
@@ -243,10 +293,16 @@ function defaultRxMode(): RxMode {
 }
 
 interface Waiting {
-  readonly frame: Uint8Array;
-  readonly flags: number;
-  readonly csumStart: number;
-  readonly csumOffset: number;
+  frame: Uint8Array;
+  flags: number;
+  csumStart: number;
+  csumOffset: number;
+  /** virtio `gso_type` (NONE for an ordinary frame). */
+  gsoType: number;
+  /** virtio `gso_size` (0 for an ordinary frame). */
+  gsoSize: number;
+  /** virtio `hdr_len`: bytes of headers before the TCP payload (0 for an ordinary frame). */
+  hdrLen: number;
 }
 
 /** Per receive queue: frames waiting for buffers and chains held for a merged frame. */
@@ -296,6 +352,10 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
   private mrg = false;
   private csum = false;
   private guestCsum = false;
+  /** Negotiated HOST_TSO4 / HOST_TSO6 / HOST_ECN, as VirtioNetGso type bits the guest may send. */
+  private hostGso = 0;
+  /** Negotiated GUEST_TSO4 / GUEST_TSO6 / GUEST_ECN, as VirtioNetGso type bits the guest takes. */
+  private guestGso = 0;
   private mtuNegotiated = false;
   private ctrlIndex = -1;
   private mq = false;
@@ -304,8 +364,27 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
   // Scratch (no allocation per frame).
   private readonly hdr = new Uint8Array(VIRTIO_NET_HDR_SIZE);
   private readonly hdrView = new DataView(this.hdr.buffer);
-  private readonly txBuf: Uint8Array;
+  private txBuf: Uint8Array;
+  private readonly txMtuBytes: number;
+  /** Where GSO frames are cut (headers + one MSS). */
+  private gsoScratch = new Uint8Array(0);
   private readonly meta: NetFrameMeta = { flags: 0, csumStart: 0, csumOffset: 0 };
+  private readonly rxNow: Waiting = {
+    frame: new Uint8Array(0),
+    flags: 0,
+    csumStart: 0,
+    csumOffset: 0,
+    gsoType: 0,
+    gsoSize: 0,
+    hdrLen: 0,
+  };
+  private readonly gsoMeta: NetFrameMeta = {
+    flags: 0,
+    csumStart: 0,
+    csumOffset: 0,
+    gsoType: 0,
+    gsoSize: 0,
+  };
   private readonly ctrlBuf = new Uint8Array(6);
   private readonly ackByte = new Uint8Array(1);
 
@@ -341,6 +420,10 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
     if (options.mrgRxbuf ?? true) bits.push(VIRTIO_NET_F_MRG_RXBUF);
     if (options.csum ?? true) bits.push(VIRTIO_NET_F_CSUM);
     if (options.guestCsum ?? true) bits.push(VIRTIO_NET_F_GUEST_CSUM);
+    if ((options.csum ?? true) && (options.tso ?? true))
+      bits.push(VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_ECN);
+    if ((options.guestCsum ?? true) && (options.guestTso ?? true))
+      bits.push(VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_ECN);
     if (ctrl) {
       bits.push(VIRTIO_NET_F_CTRL_VQ);
       if (options.ctrlRx ?? true) bits.push(VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA);
@@ -359,6 +442,7 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
       configSize: C.SIZE,
       ...(options.eventIdx === undefined ? {} : { eventIdx: options.eventIdx }),
       ...(options.indirectDesc === undefined ? {} : { indirectDesc: options.indirectDesc }),
+      ...(options.ringPacked === undefined ? {} : { ringPacked: options.ringPacked }),
     });
     this.backend = options.backend;
     this.maxQueuePairs = pairs;
@@ -368,7 +452,8 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
     this.macTableEntries = options.macTableEntries ?? 64;
     this.rx = Array.from({ length: pairs }, () => new RxState());
     this.txBlocked = new Array<DescriptorChain | null>(pairs).fill(null);
-    this.txBuf = new Uint8Array(mtu + ETH_HLEN + VLAN_HLEN);
+    this.txMtuBytes = mtu + ETH_HLEN + VLAN_HLEN;
+    this.txBuf = new Uint8Array(this.txMtuBytes);
     this.link = options.linkUp ?? this.backend.linkUp;
     this.stats = {
       txFrames: 0,
@@ -377,6 +462,9 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
       rxBytes: 0,
       rxBuffers: 0,
       checksumsCompleted: 0,
+      txGsoFrames: 0,
+      gsoSegmented: 0,
+      rxGsoFrames: 0,
       txBusy: 0,
       controlOk: 0,
       drops: {
@@ -393,6 +481,7 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
         rxFiltered: 0,
         rxRunt: 0,
         rxOversize: 0,
+        rxBadGso: 0,
         rxQueueFull: 0,
         rxBufferTooSmall: 0,
       },
@@ -489,6 +578,27 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
     }
     if (hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA) && !hasFeature(f, VIRTIO_NET_F_CTRL_RX))
       return "driver accepted CTRL_RX_EXTRA without CTRL_RX (§5.1.3.1)";
+    for (const [bit, name, needs, needsName] of [
+      [VIRTIO_NET_F_HOST_TSO4, "HOST_TSO4", [VIRTIO_NET_F_CSUM], "CSUM"],
+      [VIRTIO_NET_F_HOST_TSO6, "HOST_TSO6", [VIRTIO_NET_F_CSUM], "CSUM"],
+      [
+        VIRTIO_NET_F_HOST_ECN,
+        "HOST_ECN",
+        [VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6],
+        "HOST_TSO4 or HOST_TSO6",
+      ],
+      [VIRTIO_NET_F_GUEST_TSO4, "GUEST_TSO4", [VIRTIO_NET_F_GUEST_CSUM], "GUEST_CSUM"],
+      [VIRTIO_NET_F_GUEST_TSO6, "GUEST_TSO6", [VIRTIO_NET_F_GUEST_CSUM], "GUEST_CSUM"],
+      [
+        VIRTIO_NET_F_GUEST_ECN,
+        "GUEST_ECN",
+        [VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6],
+        "GUEST_TSO4 or GUEST_TSO6",
+      ],
+    ] as const) {
+      if (hasFeature(f, bit) && !needs.some((n) => hasFeature(f, n)))
+        return `driver accepted ${name} without ${needsName} (§5.1.3.1)`;
+    }
     return undefined;
   }
 
@@ -497,6 +607,21 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
     this.csum = hasFeature(f, VIRTIO_NET_F_CSUM);
     this.guestCsum = hasFeature(f, VIRTIO_NET_F_GUEST_CSUM);
     this.mtuNegotiated = hasFeature(f, VIRTIO_NET_F_MTU);
+    this.hostGso = gsoBits(
+      f,
+      VIRTIO_NET_F_HOST_TSO4,
+      VIRTIO_NET_F_HOST_TSO6,
+      VIRTIO_NET_F_HOST_ECN,
+    );
+    this.guestGso = gsoBits(
+      f,
+      VIRTIO_NET_F_GUEST_TSO4,
+      VIRTIO_NET_F_GUEST_TSO6,
+      VIRTIO_NET_F_GUEST_ECN,
+    );
+    // A TSO frame is at most 64 KiB of IP packet behind an Ethernet header and a VLAN tag.
+    if (this.hostGso !== 0 && this.txBuf.length < GSO_MAX_FRAME)
+      this.txBuf = new Uint8Array(GSO_MAX_FRAME);
     this.mq = hasFeature(f, VIRTIO_NET_F_MQ);
     this.ctrlRxOn = hasFeature(f, VIRTIO_NET_F_CTRL_RX);
     this.rxExtra = hasFeature(f, VIRTIO_NET_F_CTRL_RX_EXTRA);
@@ -513,6 +638,7 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
     this.pairs = 1;
     this.mode = defaultRxMode();
     this.mrg = this.csum = this.guestCsum = this.mtuNegotiated = this.mq = false;
+    this.hostGso = this.guestGso = 0;
     this.rxExtra = this.ctrlRxOn = false;
     this.ctrlIndex = -1;
     this.config.set(this.initialMac, C.MAC);
@@ -520,7 +646,7 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
     v.setUint16(C.STATUS, this.link ? VIRTIO_NET_S_LINK_UP : 0, true);
   }
 
-  protected onQueueNotify(index: number, queue: DeviceQueue): void {
+  protected onQueueNotify(index: number, queue: DeviceVirtqueue): void {
     if (index === this.ctrlIndex) {
       this.serveQueue(queue, (chain) => this.control(chain));
       return;
@@ -554,6 +680,11 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
       this.drop("rxRunt", -1);
       return;
     }
+    const gsoType = meta?.gsoType ?? VirtioNetGso.NONE;
+    if (gsoType !== VirtioNetGso.NONE) {
+      this.receiveGso(frame, meta!);
+      return;
+    }
     // §5.1.6.3.2: with MTU negotiated, nothing above mtu + Ethernet header (+ VLAN tag).
     if (this.mtuNegotiated ? len > this.mtu + ETH_HLEN + VLAN_HLEN : len > 65535) {
       this.drop("rxOversize", -1);
@@ -563,6 +694,48 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
       this.drop("rxFiltered", -1);
       return;
     }
+    this.enqueueRx(frame, meta, VirtioNetGso.NONE, 0, 0);
+  }
+
+  /**
+   * A GSO frame from the back-end: whole to a guest that negotiated its type
+   * (GUEST_TSO4 / GUEST_TSO6, GUEST_ECN with CWR; §5.1.6.4), cut into MTU-sized frames
+   * for one that did not.
+   */
+  private receiveGso(frame: Uint8Array, meta: NetFrameMeta): void {
+    const layout = checkGso(frame, meta);
+    if (typeof layout === "string" || frame.length > GSO_MAX_FRAME) {
+      this.drop("rxBadGso", -1);
+      return;
+    }
+    if (!this.accepts(frame)) {
+      this.drop("rxFiltered", -1);
+      return;
+    }
+    const type = meta.gsoType!;
+    if ((type & ~this.guestGso) === 0) {
+      this.stats.rxGsoFrames++;
+      this.enqueueRx(frame, meta, type, layout.mss, layout.payload);
+      return;
+    }
+    if (this.gsoScratch.length < layout.payload + layout.mss)
+      this.gsoScratch = new Uint8Array(layout.payload + layout.mss);
+    this.stats.gsoSegmented++;
+    segmentGso(frame, layout, !this.guestCsum, this.gsoScratch, (segment, m) => {
+      if (m === null) this.stats.checksumsCompleted++;
+      this.enqueueRx(segment, m, VirtioNetGso.NONE, 0, 0);
+      return true;
+    });
+  }
+
+  /** Delivers a frame that passed the filters now, or queues it until buffers come. */
+  private enqueueRx(
+    frame: Uint8Array,
+    meta: NetFrameMeta | null,
+    gsoType: number,
+    gsoSize: number,
+    hdrLen: number,
+  ): void {
     const pair = this.pairs === 1 ? 0 : flowHash(frame) % this.pairs;
     const st = this.rx[pair]!;
     const queue = this.queues[2 * pair]!;
@@ -577,11 +750,15 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
       csumStart = csumOffset = 0;
     }
     if (!this.guestCsum) flags = 0;
-    if (
-      st.pending === 0 &&
-      queue.isActive &&
-      this.deliver(pair, frame, flags, csumStart, csumOffset)
-    ) {
+    const w = this.rxNow; // scratch: no allocation per frame delivered at once
+    w.frame = frame;
+    w.flags = flags;
+    w.csumStart = csumStart;
+    w.csumOffset = csumOffset;
+    w.gsoType = gsoType;
+    w.gsoSize = gsoSize;
+    w.hdrLen = hdrLen;
+    if (st.pending === 0 && queue.isActive && this.deliver(pair, w)) {
       this.interruptIfNeeded(queue);
       return;
     }
@@ -589,9 +766,12 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
       this.drop("rxQueueFull", 2 * pair);
       return;
     }
-    st.waiting.push({ frame: frame.slice(), flags, csumStart, csumOffset });
+    st.waiting.push({ ...w, frame: frame.slice() });
     // Ask to be told when the guest refills (§2.7.10), closing the race with a refill now.
     if (queue.isActive && queue.enableNotification()) this.flushRx(pair);
+    // A failed MRG_RXBUF gather may have returned too-small buffers (used length 0): publish
+    // them now, or the driver would never see them and could wait forever to refill.
+    else if (queue.isActive) this.interruptIfNeeded(queue);
   }
 
   /** Delivers waiting frames while buffers last; notifications stay on only while frames wait. */
@@ -601,7 +781,7 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
     for (let rounds = 0; rounds < 2 * queue.size + 2; rounds++) {
       while (st.pending > 0) {
         const w = st.waiting[st.head]!;
-        if (!this.deliver(pair, w.frame, w.flags, w.csumStart, w.csumOffset)) break;
+        if (!this.deliver(pair, w)) break;
         st.waiting[st.head] = undefined as unknown as Waiting;
         st.head++;
       }
@@ -626,13 +806,8 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
    * @returns true when the frame was consumed (delivered, or dropped with its too-small
    *   buffer returned), false when buffers ran out (the frame must wait)
    */
-  private deliver(
-    pair: number,
-    frame: Uint8Array,
-    flags: number,
-    csumStart: number,
-    csumOffset: number,
-  ): boolean {
+  private deliver(pair: number, w: Waiting): boolean {
+    const { frame, flags, csumStart, csumOffset } = w;
     const qi = 2 * pair;
     const queue = this.queues[qi]!;
     const need = VIRTIO_NET_HDR_SIZE + frame.length;
@@ -645,9 +820,9 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
           ? VIRTIO_NET_HDR_F_DATA_VALID
           : 0,
     );
-    h.setUint8(1, VirtioNetGso.NONE);
-    h.setUint16(2, 0, true);
-    h.setUint16(4, 0, true);
+    h.setUint8(1, w.gsoType);
+    h.setUint16(2, w.hdrLen, true);
+    h.setUint16(4, w.gsoSize, true);
     h.setUint16(6, flags & NET_META_NEEDS_CSUM ? csumStart : 0, true);
     h.setUint16(8, flags & NET_META_NEEDS_CSUM ? csumOffset : 0, true);
     if (!this.mrg) {
@@ -796,20 +971,25 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
     if (rl === 0) return this.txDrop("txNoHeader", qi);
     if (rl < VIRTIO_NET_HDR_SIZE) return this.txDrop("txShortHeader", qi);
     const len = rl - VIRTIO_NET_HDR_SIZE;
-    const buf = this.txBuf;
-    if (len > buf.length) return this.txDrop("txOversize", qi);
-    if (len < ETH_HEADER_LEN) return this.txDrop("txRunt", qi);
     chain.copyFromReadable(0, this.hdr, 0, VIRTIO_NET_HDR_SIZE);
+    const h = this.hdrView;
+    const gsoType = h.getUint8(1);
+    // A gso_type the device offered (§5.1.6.2.1); ECN alone, or any other, is refused below.
+    const gso =
+      gsoType !== VirtioNetGso.NONE &&
+      gsoType !== VirtioNetGso.ECN &&
+      (gsoType & ~this.hostGso) === 0;
+    const buf = this.txBuf;
+    if (len > (gso ? buf.length : this.txMtuBytes)) return this.txDrop("txOversize", qi);
+    if (len < ETH_HEADER_LEN) return this.txDrop("txRunt", qi);
     chain.copyFromReadable(VIRTIO_NET_HDR_SIZE, buf, 0, len);
+    const frame = buf.subarray(0, len);
+    if (gso) return this.transmitGso(frame, gsoType, qi);
     if (len > this.mtu + ETH_HLEN) {
       const type = (buf[12]! << 8) | buf[13]!;
       if (type !== 0x8100 && type !== 0x88a8) return this.txDrop("txOversize", qi);
     }
-    const h = this.hdrView;
-    const gso = h.getUint8(1) & ~VirtioNetGso.ECN;
-    if (gso !== VirtioNetGso.NONE || h.getUint8(1) & VirtioNetGso.ECN)
-      return this.txDrop("txBadGso", qi);
-    const frame = buf.subarray(0, len);
+    if (gsoType !== VirtioNetGso.NONE) return this.txDrop("txBadGso", qi);
     let meta: NetFrameMeta | null = null;
     if (this.csum && h.getUint8(0) & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
       const start = h.getUint16(6, true);
@@ -826,14 +1006,66 @@ export class VirtioNetDevice extends VirtioDeviceBase<VirtioNetEvents> {
       }
     }
     if (!this.link) return this.txDrop("txLinkDown", qi);
-    const r = this.backend.send(frame, meta);
+    return this.sendResult(this.backend.send(frame, meta), frame, qi);
+  }
+
+  /**
+   * Sends a TSO frame (§5.1.6.2: gso_type TCPV4/TCPV6, NEEDS_CSUM on the TCP checksum,
+   * gso_size the MSS): whole to a back-end that takes GSO frames, otherwise cut into
+   * MTU-sized frames here. A busy back-end on the first frame keeps the chain for a retry;
+   * later frames it refuses are dropped and counted (TCP retransmits them).
+   */
+  private transmitGso(frame: Uint8Array, gsoType: number, qi: number): boolean {
+    const h = this.hdrView;
+    const meta = this.gsoMeta;
+    meta.flags = h.getUint8(0) & VIRTIO_NET_HDR_F_NEEDS_CSUM ? NET_META_NEEDS_CSUM : 0;
+    meta.gsoType = gsoType;
+    meta.gsoSize = h.getUint16(4, true);
+    meta.csumStart = h.getUint16(6, true);
+    meta.csumOffset = h.getUint16(8, true);
+    const layout = checkGso(frame, meta);
+    if (typeof layout === "string") return this.txDrop("txBadGso", qi);
+    if (!this.link) return this.txDrop("txLinkDown", qi);
+    const b = this.backend;
+    if (b.gso === true && b.checksumOffload) {
+      const ok = this.sendResult(b.send(frame, meta), frame, qi);
+      if (ok) this.stats.txGsoFrames++;
+      return ok;
+    }
+    if (this.gsoScratch.length < layout.payload + layout.mss)
+      this.gsoScratch = new Uint8Array(layout.payload + layout.mss);
+    let first = true;
+    let retry = false;
+    segmentGso(frame, layout, !b.checksumOffload, this.gsoScratch, (segment, m) => {
+      const r = b.send(segment, m);
+      if (r === "busy" && first) {
+        this.stats.txBusy++;
+        retry = true;
+        return false;
+      }
+      first = false;
+      if (m === null) this.stats.checksumsCompleted++;
+      if (r !== "sent") {
+        this.txDrop("txBackend", qi);
+        return false;
+      }
+      return this.sendResult(r, segment, qi);
+    });
+    if (retry) return false;
+    this.stats.txGsoFrames++;
+    this.stats.gsoSegmented++;
+    return true;
+  }
+
+  /** Accounts for what the back-end answered; false only for "busy" (retry the chain). */
+  private sendResult(r: NetSendResult, frame: Uint8Array, qi: number): boolean {
     if (r === "busy") {
       this.stats.txBusy++;
       return false;
     }
     if (r === "dropped") return this.txDrop("txBackend", qi);
     this.stats.txFrames++;
-    this.stats.txBytes += len;
+    this.stats.txBytes += frame.length;
     if (this.listenerCount("frame") > 0) this.emit("frame", "tx", frame, qi);
     return true;
   }
