@@ -192,7 +192,11 @@ done`;
  * syscall and stack work: the NIC cannot show in the result.)
  */
 function sendCommand(host: string, port: number, bytes: number): string {
-  return `nc ${host} ${port} -e sh -c 'dd if=/dev/zero bs=64k count=${bytes >> 16} 2>/dev/null'`;
+  // dd's exit closes the socket with data still queued: the timed window ends only when no
+  // connection to the port is ESTABLISHED (01) or FIN_WAIT1 (04) in /proc/net/tcp, i.e.
+  // every byte and the FIN were acknowledged.
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  return `{ nc ${host} ${port} -e sh -c 'dd if=/dev/zero bs=64k count=${bytes >> 16} 2>/dev/null'; r=$?; while grep -qE ':${hexPort} 0[14] ' /proc/net/tcp; do usleep 1000; done; [ $r -eq 0 ]; }`;
 }
 
 /** The script of one boot. */

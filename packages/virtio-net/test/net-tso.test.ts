@@ -144,7 +144,7 @@ describe("virtio-net TSO (HOST_TSO4/6, GUEST_TSO4)", () => {
   it("hands a TSO frame whole to a switch, which delivers it whole to a NIC that takes GSO", async () => {
     const sw = new EthernetSwitch();
     const r = rig(sw.createPort("guest"), TSO);
-    const got: { len: number; gsoType?: number; gsoSize?: number }[] = [];
+    const got: { len: number; gsoType: number | undefined; gsoSize: number | undefined }[] = [];
     sw.createPort("host").attach({
       acceptsGso: true,
       receive: (f, m) => got.push({ len: f.length, gsoType: m?.gsoType, gsoSize: m?.gsoSize }),
