@@ -20,6 +20,7 @@
  */
 
 import { NET_META_NEEDS_CSUM, type NetFrameMeta } from "./backend.js";
+import { setU16, setU32, u32 } from "./be.js";
 import { IPPROTO_TCP, onesComplementSum, parseTransport } from "./checksum.js";
 
 /** `gsoType`: not a GSO frame (virtio 1.2 §5.1.6, VIRTIO_NET_HDR_GSO_NONE). */
@@ -157,14 +158,14 @@ export function segmentGso(
     const segEnd = hdrEnd + n;
     scratch.set(frame.subarray(at, at + n), hdrEnd);
     if (ipVersion === 4) {
-      put16(scratch, l3 + 2, segEnd - l3);
-      put16(scratch, l3 + 4, (id0 + i) & 0xffff);
-      put16(scratch, l3 + 10, 0);
-      put16(scratch, l3 + 10, ~onesComplementSum(scratch, l3, l4) & 0xffff);
+      setU16(scratch, l3 + 2, segEnd - l3);
+      setU16(scratch, l3 + 4, (id0 + i) & 0xffff);
+      setU16(scratch, l3 + 10, 0);
+      setU16(scratch, l3 + 10, ~onesComplementSum(scratch, l3, l4) & 0xffff);
     } else {
-      put16(scratch, l3 + 4, segEnd - (l3 + 40));
+      setU16(scratch, l3 + 4, segEnd - (l3 + 40));
     }
-    put32(scratch, l4 + 4, (seq0 + (at - hdrEnd)) >>> 0);
+    setU32(scratch, l4 + 4, (seq0 + (at - hdrEnd)) >>> 0);
     let f = flags0;
     if (!last) f &= ~(TCP_FIN | TCP_PSH);
     if (i > 0) f &= ~TCP_CWR;
@@ -172,29 +173,13 @@ export function segmentGso(
     const l4Len = segEnd - l4;
     const pseudo = onesComplementSum(scratch, 0, 0, addrs + IPPROTO_TCP + l4Len);
     if (completeChecksum) {
-      put16(scratch, l4 + 16, 0);
-      put16(scratch, l4 + 16, ~onesComplementSum(scratch, l4, segEnd, pseudo) & 0xffff);
+      setU16(scratch, l4 + 16, 0);
+      setU16(scratch, l4 + 16, ~onesComplementSum(scratch, l4, segEnd, pseudo) & 0xffff);
     } else {
-      put16(scratch, l4 + 16, pseudo);
+      setU16(scratch, l4 + 16, pseudo);
     }
     sent++;
     if (!emit(scratch.subarray(0, segEnd), meta)) break;
   }
   return sent;
-}
-
-function u32(b: Uint8Array, at: number): number {
-  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
-}
-
-function put16(b: Uint8Array, at: number, v: number): void {
-  b[at] = (v >>> 8) & 0xff;
-  b[at + 1] = v & 0xff;
-}
-
-function put32(b: Uint8Array, at: number, v: number): void {
-  b[at] = v >>> 24;
-  b[at + 1] = (v >>> 16) & 0xff;
-  b[at + 2] = (v >>> 8) & 0xff;
-  b[at + 3] = v & 0xff;
 }

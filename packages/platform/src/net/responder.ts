@@ -14,6 +14,7 @@
  */
 
 import { ETH_HEADER_LEN, NET_META_NEEDS_CSUM, type NetBackend, parseMac } from "./backend.js";
+import { setU32, u32 } from "./be.js";
 import {
   completeChecksum,
   ETHERTYPE_IPV4,
@@ -627,14 +628,3 @@ const TCP_ACK = 0x10;
 const TCP_ISS = 0x5056_0000;
 /** The MSS option (RFC 9293 §3.7.1): 1460 bytes, for a 1500-byte MTU. */
 const TCP_MSS_OPTION = [2, 4, 0x05, 0xb4] as const;
-
-function u32(b: Uint8Array, at: number): number {
-  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
-}
-
-function setU32(b: Uint8Array, at: number, v: number): void {
-  b[at] = v >>> 24;
-  b[at + 1] = (v >>> 16) & 0xff;
-  b[at + 2] = (v >>> 8) & 0xff;
-  b[at + 3] = v & 0xff;
-}

@@ -132,6 +132,23 @@ const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
 const TWO_32 = 0x1_0000_0000;
 
 /**
+ * Checks a buffer a driver is about to put on a ring (split or packed): a safe
+ * non-negative address, a length below 2^32 (a descriptor's `len` is 32 bits, §2.7.5 /
+ * §2.8.13), and, unless empty, inside guest memory.
+ *
+ * @returns its length, or -1 when it fails a rule
+ */
+export function guestBufferLength(memory: GuestMemory, b: GuestBuffer): number {
+  const { addr, len } = b;
+  if (
+    !(Number.isSafeInteger(addr) && addr >= 0 && Number.isInteger(len) && len >= 0 && len < TWO_32)
+  )
+    return -1;
+  if (len !== 0 && memory.locate(addr, len) < 0) return -1;
+  return len;
+}
+
+/**
  * The driver side of one split virtqueue.
  *
  * @typeParam T - what the caller attaches to each chain and gets back on completion
@@ -345,23 +362,6 @@ export class DriverQueue<T> {
     return new DriverError(code, message, this.index);
   }
 
-  /** Checks one buffer; returns its length or -1. */
-  private checkBuffer(b: GuestBuffer): number {
-    const { addr, len } = b;
-    if (
-      !(
-        Number.isSafeInteger(addr) &&
-        addr >= 0 &&
-        Number.isInteger(len) &&
-        len >= 0 &&
-        len < TWO_32
-      )
-    )
-      return -1;
-    if (len !== 0 && this.memory.locate(addr, len) < 0) return -1;
-    return len;
-  }
-
   /**
    * Makes a chain available (§2.7.13): `out` buffers are device-readable, `in` buffers
    * device-writable, in that order (§2.7.4.2). Publishes the new avail index at once;
@@ -388,7 +388,7 @@ export class DriverQueue<T> {
     let bytes = 0;
     let writable = 0;
     for (let i = 0; i < total; i++) {
-      const len = this.checkBuffer(i < nOut ? out[i]! : inBufs[i - nOut]!);
+      const len = guestBufferLength(this.memory, i < nOut ? out[i]! : inBufs[i - nOut]!);
       if (len < 0) {
         return this.bad(
           VirtioErrorCode.BAD_BUFFER,

@@ -44,12 +44,13 @@ import {
   VRING_PACKED_EVENT_FLAG_ENABLE,
   vringNeedEvent,
 } from "../spec.js";
-import type {
-  DriverQueueOptions,
-  DriverQueueStats,
-  GuestBuffer,
-  RingAddresses,
-  UsedBuffer,
+import {
+  type DriverQueueOptions,
+  type DriverQueueStats,
+  type GuestBuffer,
+  guestBufferLength,
+  type RingAddresses,
+  type UsedBuffer,
 } from "./driver-queue.js";
 import type { DriverVirtqueue } from "./driver-virtqueue.js";
 
@@ -336,22 +337,6 @@ export class PackedDriverQueue<T> implements DriverVirtqueue<T> {
     return new DriverError(code, message, this.index);
   }
 
-  private checkBuffer(b: GuestBuffer): number {
-    const { addr, len } = b;
-    if (
-      !(
-        Number.isSafeInteger(addr) &&
-        addr >= 0 &&
-        Number.isInteger(len) &&
-        len >= 0 &&
-        len < TWO_32
-      )
-    )
-      return -1;
-    if (len !== 0 && this.memory.locate(addr, len) < 0) return -1;
-    return len;
-  }
-
   /**
    * Makes a buffer available (§2.8.21.1): `out` buffers device-readable, `inBufs`
    * device-writable, in that order. The head's flags are written last, so the device
@@ -377,7 +362,7 @@ export class PackedDriverQueue<T> implements DriverVirtqueue<T> {
     let bytes = 0;
     let writable = 0;
     for (let i = 0; i < total; i++) {
-      const len = this.checkBuffer(i < nOut ? out[i]! : inBufs[i - nOut]!);
+      const len = guestBufferLength(this.memory, i < nOut ? out[i]! : inBufs[i - nOut]!);
       if (len < 0) {
         return this.bad(
           VirtioErrorCode.BAD_BUFFER,
