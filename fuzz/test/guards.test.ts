@@ -34,6 +34,10 @@ describe("the shared guards", () => {
     g.memory.fill(0x200, 1, 0); // guest RAM outside what the device may write
     expect(finding(() => g.check("t"))).toBe("canary");
     expect(finding(() => g.check("t", [{ addr: 0x200, len: 1 }]))).toBe("none");
+    // checkOutside leaves guest RAM alone and still sees the guards.
+    expect(finding(() => g.checkOutside("t"))).toBe("none");
+    g.host[64 + 0x1000 + 5] = 0;
+    expect(finding(() => g.checkOutside("t"))).toBe("canary");
   });
 
   it("noThrow turns an escaped exception into a finding and keeps findings as they are", () => {

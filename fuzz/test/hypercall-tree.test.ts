@@ -6,24 +6,13 @@
 import type { Hypervisor } from "@pvkit/hypercall";
 import * as fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { FuzzFinding } from "../src/target.js";
 import {
   type HypercallCase,
   hypercallTreeOutcomes,
   hypercallTreeTarget,
   makeHypercallTreeTarget,
 } from "../src/targets/hypercall-tree.js";
-
-/** Runs `f` (a target's `run`, sync or async) and returns the finding it threw, if any. */
-async function findingOf(f: () => void | Promise<void>): Promise<FuzzFinding | null> {
-  try {
-    await f();
-    return null;
-  } catch (e) {
-    if (e instanceof FuzzFinding) return e;
-    throw e;
-  }
-}
+import { findingOf } from "./finding.js";
 
 /** On the prebuilt tree (L4 1, L3 2, L2 3, L1 4): map the L2 frame writable through the L1. */
 const writableL2: HypercallCase = {

@@ -5,19 +5,8 @@
 import { VirtioNetDevice, type VirtioNetOptions } from "@pvkit/virtio-net";
 import * as fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { FuzzFinding } from "../src/target.js";
 import { makeNetCtrlTarget, type NetCtrlCase, netCtrlTarget } from "../src/targets/net-ctrl.js";
-
-/** Runs `f` (a target's `run`, sync or async) and returns the finding it threw, if any. */
-async function findingOf(f: () => void | Promise<void>): Promise<FuzzFinding | null> {
-  try {
-    await f();
-    return null;
-  } catch (e) {
-    if (e instanceof FuzzFinding) return e;
-    throw e;
-  }
-}
+import { findingOf } from "./finding.js";
 
 /** Promiscuous off, then one frame to the device's own MAC into one big buffer. */
 const oneFrame: NetCtrlCase = {

@@ -5,19 +5,8 @@
 import { Rtl8139, type Rtl8139Options } from "@pvkit/emulated-rtl8139";
 import * as fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { FuzzFinding } from "../src/target.js";
 import { makeRtl8139Target, type Rtl8139Case, rtl8139Target } from "../src/targets/rtl8139.js";
-
-/** Runs `f` (a target's `run`, sync or async) and returns the finding it threw, if any. */
-async function findingOf(f: () => void | Promise<void>): Promise<FuzzFinding | null> {
-  try {
-    await f();
-    return null;
-  } catch (e) {
-    if (e instanceof FuzzFinding) return e;
-    throw e;
-  }
-}
+import { findingOf } from "./finding.js";
 
 const readMac: Rtl8139Case = {
   steps: [{ k: "eeprom", cmds: [{ op: 2, addr: 7, extra: 16, dropCs: true }] }],

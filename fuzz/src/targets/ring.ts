@@ -404,6 +404,12 @@ class Player {
   usedAtBreak: number[] = [];
   /** Set when a device-writable buffer covers ring memory. */
   ringsWritable = false;
+  /**
+   * Set when a device-writable buffer covers a descriptor table or an indirect table: the
+   * device then rewrites, as the guest asked, the descriptors it reads next, so which
+   * bytes it may write is no longer known (only writes outside guest memory are checked).
+   */
+  descriptorsWritable = false;
   /** One past the last ring byte. */
   ringEnd = 0;
 
@@ -493,6 +499,14 @@ class Player {
       // A writable buffer over a ring lets the device overwrite the ring as asked: the
       // used-ring model no longer holds (the canaries still do).
       if (r.addr < this.ringEnd) this.ringsWritable = true;
+      const end = r.addr + r.len;
+      if (
+        (r.addr < DATA_BASE && end > TABLE_BASE) ||
+        this.queues.some(
+          (q) => r.addr < q.mock.descAddr + 16 * this.c.size && end > q.mock.descAddr,
+        )
+      )
+        this.descriptorsWritable = true;
     }
     return len;
   }
@@ -641,7 +655,7 @@ class Player {
 
   /** Reads the used rings and checks them against what was made available. */
   checkUsed(): void {
-    if (this.ringsWritable) return;
+    if (this.ringsWritable || this.descriptorsWritable) return;
     const what = this.what();
     for (const [i, q] of this.queues.entries()) {
       const now = q.mock.usedIdx();
@@ -700,10 +714,13 @@ export async function runRingCase(c: RingCase): Promise<void> {
   p.checkUsed();
   const what = p.what();
   expectNoBusFaults(rig.guest.bus, what);
-  rig.guard.check(what, p.readOnly);
-  checkReadOnly(p);
+  if (p.descriptorsWritable) rig.guard.checkOutside(what);
+  else {
+    rig.guard.check(what, p.readOnly);
+    checkReadOnly(p);
+  }
   if (!p.broken && (p.status() & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0) p.broken = true;
-  else if (p.broken && !p.ringsWritable) {
+  else if (p.broken && !p.ringsWritable && !p.descriptorsWritable) {
     const now = p.usedIdxs();
     expectModel(
       now.every((v, i) => v === p.usedAtBreak[i]),
