@@ -622,13 +622,36 @@ export function checkCanary(
   for (const region of memory.regions) {
     const bytes = region.bytes;
     for (const [s, e] of uncovered(region.base, region.size, keep)) {
-      for (let i = s; i < e; i++) {
-        if (bytes[i] !== byte) {
-          changed.push(region.base + i);
-          if (changed.length >= limit) return changed;
-        }
+      for (
+        let i = firstChanged(bytes, s, e, byte);
+        i < e;
+        i = firstChanged(bytes, i + 1, e, byte)
+      ) {
+        changed.push(region.base + i);
+        if (changed.length >= limit) return changed;
       }
     }
   }
   return changed;
+}
+
+/** The first index in `[s, e)` whose byte is not `byte`, or `e`; four bytes per compare. */
+function firstChanged(bytes: Uint8Array, s: number, e: number, byte: number): number {
+  let i = s;
+  const head = Math.min(e, s + ((4 - ((bytes.byteOffset + s) & 3)) & 3));
+  for (; i < head; i++) if (bytes[i] !== byte) return i;
+  const words = (e - i) >>> 2;
+  if (words > 0) {
+    const w = new Int32Array(bytes.buffer, bytes.byteOffset + i, words);
+    const pattern = byte * 0x01010101;
+    let k = 0;
+    while (k < words && w[k] === (pattern | 0)) k++;
+    i += 4 * k;
+    // A word that differs holds the byte to report.
+    const stop = k < words ? i + 4 : e;
+    for (; i < stop; i++) if (bytes[i] !== byte) return i;
+    return e;
+  }
+  for (; i < e; i++) if (bytes[i] !== byte) return i;
+  return e;
 }
