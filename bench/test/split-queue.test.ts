@@ -2,6 +2,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
+import { PackedQueueRig, packedCopy, packedZeroCopy } from "../src/packed-queue.js";
 import {
   allocationPerChain,
   BATCH,
@@ -10,6 +11,7 @@ import {
   type ChainShape,
   MEMORY_KINDS,
   type MemoryKind,
+  PACKED_TARGET,
   pvkitCopy,
   pvkitZeroCopy,
   QUEUE_SIZE,
@@ -216,6 +218,41 @@ describe("split-queue work functions", () => {
   });
 });
 
+describe("the packed rig", () => {
+  for (const shape of SHAPES) {
+    for (const kind of MEMORY_KINDS) {
+      // 40 batches of 32 chains: the 1024-slot ring wraps 2.5 (shape b) or 1.25 (a) times per
+      // pass over the chains, so both wrap counters flip many times.
+      it(`packed and split pvkit queues do the same work on the same bytes (${shape.key}, ${kind})`, () => {
+        const opts = { size: QUEUE_SIZE, batch: BATCH, seed: 11 };
+        const rig = new PackedQueueRig(shape, kind === "SharedArrayBuffer", opts);
+        const q = rig.createDeviceQueue();
+        const zc = runBoth(shape, kind, "zero-copy", 40, { seed: 11 });
+        const cp = runBoth(shape, kind, "copy", 40, { seed: 11 });
+        const copyRig = new PackedQueueRig(shape, kind === "SharedArrayBuffer", opts);
+        const cq = copyRig.createDeviceQueue();
+        for (let batch = 0; batch < 40; batch++) {
+          rig.publish();
+          expect(packedZeroCopy(q)).toBe(zc.p.sums[batch]);
+          copyRig.publish();
+          expect(packedCopy(cq, copyRig.dst)).toBe(cp.p.sums[batch]);
+          expect(firstDiff(copyRig.dst, cp.p.copies[batch])).toBe(-1);
+        }
+        for (const x of [q, cq]) {
+          expect(x.error).toBeNull();
+          expect(x.inFlight).toBe(0);
+          expect(x.stats.popped).toBe(40 * BATCH);
+        }
+        // The device's next used position and wrap counter follow the driver's (§2.8.7).
+        const slots = 40 * BATCH * shape.lengths.length;
+        expect(q.nextUsedIndex).toBe(
+          (slots % QUEUE_SIZE) | (((Math.floor(slots / QUEUE_SIZE) + 1) % 2) << 15),
+        );
+      });
+    }
+  }
+});
+
 describe("allocationPerChain", () => {
   it("returns null without an exposed gc", () => {
     const saved = (globalThis as { gc?: unknown }).gc;
@@ -269,6 +306,7 @@ describe("splitQueueSuite", () => {
     const data = result.data as {
       variants: { impl: string; nsPerChain: number }[];
       ratios: { ratio: number; pass: boolean; target: number }[];
+      packedRatios: { mode: string; ratio: number; deviceOnlyRatio: number; pass: boolean }[];
       v86: {
         variants: { impl: string; memory: string; nsPerChain: number }[];
         ratios: {
@@ -279,16 +317,20 @@ describe("splitQueueSuite", () => {
         }[];
       };
     };
-    // 2 shapes × 2 memories × (driver + 4 variants)
-    expect(data.variants).toHaveLength(20);
+    // 2 shapes × 2 memories × (split driver + 4 split variants + packed driver + 2 packed)
+    expect(data.variants).toHaveLength(32);
+    expect(data.variants.filter((v) => v.impl === "pvkit-packed")).toHaveLength(8);
     expect(data.variants.every((v) => Number.isFinite(v.nsPerChain) && v.nsPerChain > 0)).toBe(
       true,
     );
     expect(data.ratios).toHaveLength(8);
     for (const r of data.ratios) expect(r.pass).toBe(r.ratio <= r.target);
     expect(result.tables[0]!.rows).toHaveLength(8);
-    // 8 pvkit ÷ bare checks + pvkit ÷ v86 on shape a, zero-copy and copy.
-    expect(result.checks.filter((c) => c.unit === "×")).toHaveLength(10);
+    expect(data.packedRatios).toHaveLength(8);
+    for (const r of data.packedRatios) expect(r.pass).toBe(r.deviceOnlyRatio <= PACKED_TARGET);
+    expect(result.tables[1]!.rows).toHaveLength(8);
+    // 8 pvkit ÷ bare checks + 4 packed ÷ split (zero-copy) + pvkit ÷ v86 on shape a, both modes.
+    expect(result.checks.filter((c) => c.unit === "×")).toHaveLength(14);
     expect(lines.some((l) => l.includes("ns/chain"))).toBe(true);
     // The v86 peer: 2 shapes × (driver + {pvkit, bare, v86 release, v86 debug} × 2 modes) on v86 RAM.
     expect(data.v86.variants).toHaveLength(18);
@@ -298,7 +340,7 @@ describe("splitQueueSuite", () => {
       expect(r.target).toBe(r.shape === "a" ? V86_TARGET : null);
       if (r.target !== null) expect(r.pass).toBe(r.vsV86Debug >= r.target);
     }
-    expect(result.tables[1]!.rows).toHaveLength(4);
+    expect(result.tables[2]!.rows).toHaveLength(4);
     expect(result.charts?.map((c) => c.id)).toEqual(["rate", "ratio"]);
   });
 });

@@ -9,6 +9,8 @@
  * three bytes of every buffer in place; copy: copy every readable byte into a
  * preallocated buffer}. Every timed iteration re-publishes one batch of 32 chains from
  * the driver side (the same code for pvkit and bare) and then lets the device consume it.
+ * pvkit's packed queue (§2.8, {@link PackedQueueRig}) runs the same shapes, bytes and work
+ * in the same rounds.
  *
  * The work functions ({@link pvkitZeroCopy}, {@link bareZeroCopy}, {@link pvkitCopy},
  * {@link bareCopy}) and the ring fixture ({@link SplitQueueRig}) are exported so that a
@@ -29,6 +31,7 @@ import {
 } from "@pvkit/virtio-core";
 import Benchmark from "benchmark";
 import type { ChartPoint, ChartSpec, ConfigKey } from "../chart-spec.js";
+import { PackedQueueRig, packedCopy, packedZeroCopy } from "../packed-queue.js";
 import type { ResultCheck, ResultTable, Suite, SuiteOptions, SuiteResult } from "../suite.js";
 import {
   loadV86,
@@ -80,6 +83,10 @@ export const WORK_MODES: readonly WorkMode[] = ["zero-copy", "copy"];
 
 /** Which device-side implementation runs. */
 export type Implementation = "pvkit" | "bare";
+/** pvkit's packed queue (§2.8) on the same shapes, and the packed driver's publish alone. */
+export type PackedImplementation = "pvkit-packed" | "driver-packed";
+/** Target: pvkit's packed device side (driver time subtracted) at most this × the split one's. */
+export const PACKED_TARGET = 1;
 /** v86's own queue, from one of its published builds. */
 export type V86Implementation = `v86-${V86Build}`;
 /** Where a variant's rings and buffers live: fresh memory of a kind, or v86's guest RAM. */
@@ -501,9 +508,9 @@ let sink = 0;
 interface Variant {
   readonly shape: ChainShape;
   readonly memory: RigMemory;
-  readonly impl: Implementation | V86Implementation | "driver";
+  readonly impl: Implementation | V86Implementation | PackedImplementation | "driver";
   readonly mode: WorkMode | "publish only";
-  readonly rig: SplitQueueRig;
+  readonly rig: { readonly batch: number };
   /** One iteration: publish a batch, then (except for the driver row) consume it. */
   readonly iterate: () => void;
   /** Throws when the device did not consume exactly what was published. */
@@ -627,6 +634,45 @@ function makeVariant(
       checkUsed(consumed);
     },
   };
+}
+
+/**
+ * A packed-ring variant: the same shape, bytes (same seed) and batches as the split
+ * variants of its group, on a {@link PackedQueueRig} of the same size.
+ */
+function makePackedVariant(
+  shape: ChainShape,
+  memory: MemoryKind,
+  impl: PackedImplementation,
+  mode: WorkMode | "publish only",
+  seed: number,
+): Variant {
+  const rig = new PackedQueueRig(shape, memory === "SharedArrayBuffer", {
+    size: QUEUE_SIZE,
+    batch: BATCH,
+    seed,
+  });
+  const base = { shape, memory, impl, mode, rig };
+  if (impl === "driver-packed") return { ...base, iterate: () => rig.publish(), verify: () => {} };
+  const q = rig.createDeviceQueue();
+  const dst = rig.dst;
+  const iterate =
+    mode === "zero-copy"
+      ? () => {
+          rig.publish();
+          sink = (sink + packedZeroCopy(q)) & 0xfffffff;
+        }
+      : () => {
+          rig.publish();
+          sink = (sink + packedCopy(q, dst)) & 0xfffffff;
+        };
+  const verify = (): void => {
+    if (q.error !== null || q.inFlight !== 0 || q.stats.popped !== rig.published)
+      throw new Error(
+        `pvkit packed ${mode} on ${shape.key}/${memory}: ${q.error?.message ?? `popped ${q.stats.popped} of ${rig.published} chains, ${q.inFlight} in flight`}`,
+      );
+  };
+  return { ...base, iterate, verify };
 }
 
 /** Timing of one variant. */
@@ -759,13 +805,29 @@ const round = (x: number, digits: number): number => {
 interface VariantRecord {
   shape: string;
   memory: RigMemory;
-  impl: Implementation | V86Implementation | "driver";
+  impl: Implementation | V86Implementation | PackedImplementation | "driver";
   mode: WorkMode | "publish only";
   nsPerChain: number;
   meanNsPerChain: number;
   rmePercent: number;
   samples: number;
   bytesPerChain: number | null;
+}
+
+/** One packed/split comparison (pvkit's two ring layouts, same shape, memory and work). */
+interface PackedRatioRecord {
+  shape: string;
+  memory: MemoryKind;
+  mode: WorkMode;
+  packedNsPerChain: number;
+  splitNsPerChain: number;
+  /** packed ÷ split, driver publish included on both sides. */
+  ratio: number;
+  /** packed ÷ split with each layout's own driver publish time subtracted. */
+  deviceOnlyRatio: number;
+  /** packed ÷ the bare split loop (driver included). */
+  vsBare: number;
+  pass: boolean;
 }
 
 /** One pvkit/bare comparison. */
@@ -785,6 +847,7 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
   const allocChains = options.quick ? 10_000 : 100_000;
   const records: VariantRecord[] = [];
   const ratios: RatioRecord[] = [];
+  const packedRatios: PackedRatioRecord[] = [];
   const checks: ResultCheck[] = [];
   const order: (readonly [Implementation, WorkMode])[] = [
     ["pvkit", "zero-copy"],
@@ -793,8 +856,8 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
     ["bare", "copy"],
   ];
   let seed = 1;
-  // Progress in benchmark.js cycles: 5 variants per memory kind, 9 in each v86 group, × rounds.
-  const cycles = SHAPES.length * (MEMORY_KINDS.length * 5 + 9) * ROUNDS;
+  // Progress in benchmark.js cycles: 8 variants per memory kind, 9 in each v86 group, × rounds.
+  const cycles = SHAPES.length * (MEMORY_KINDS.length * 8 + 9) * ROUNDS;
   let cycle = 0;
   const onCycle = (): void => options.progress?.(++cycle, cycles);
   for (const shape of SHAPES) {
@@ -803,12 +866,17 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
       seed++;
       const variants: Variant[] = [makeVariant(shape, memory, "driver", "publish only", seed)];
       for (const [impl, mode] of order) variants.push(makeVariant(shape, memory, impl, mode, seed));
+      variants.push(makePackedVariant(shape, memory, "driver-packed", "publish only", seed));
+      for (const mode of WORK_MODES)
+        variants.push(makePackedVariant(shape, memory, "pvkit-packed", mode, seed));
       const timings = timeVariants(variants, options, onCycle);
       const byKey = new Map<string, VariantRecord>();
       for (const v of variants) {
         const t = timings.get(v)!;
         const bytes =
-          v.impl === "driver" ? null : allocationPerChain(v.iterate, v.rig.batch, allocChains);
+          v.mode === "publish only"
+            ? null
+            : allocationPerChain(v.iterate, v.rig.batch, allocChains);
         v.verify();
         const rec: VariantRecord = {
           shape: shape.key,
@@ -825,6 +893,44 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
         byKey.set(`${v.impl} ${v.mode}`, rec);
       }
       const driver = byKey.get("driver publish only")!;
+      const packedDriver = byKey.get("driver-packed publish only")!;
+      for (const mode of WORK_MODES) {
+        const pk = byKey.get(`pvkit-packed ${mode}`)!;
+        const sp = byKey.get(`pvkit ${mode}`)!;
+        const deviceOnly =
+          (pk.nsPerChain - packedDriver.nsPerChain) /
+          Math.max(1e-9, sp.nsPerChain - driver.nsPerChain);
+        const pass = deviceOnly <= PACKED_TARGET;
+        packedRatios.push({
+          shape: shape.key,
+          memory,
+          mode,
+          packedNsPerChain: pk.nsPerChain,
+          splitNsPerChain: sp.nsPerChain,
+          ratio: round(pk.nsPerChain / sp.nsPerChain, 2),
+          deviceOnlyRatio: round(deviceOnly, 2),
+          vsBare: round(pk.nsPerChain / byKey.get(`bare ${mode}`)!.nsPerChain, 2),
+          pass,
+        });
+        if (mode === "zero-copy") {
+          checks.push({
+            name: `${shape.key} / ${memory} / zero-copy: packed device side ≤ ${PACKED_TARGET}× split (driver time subtracted)`,
+            value: round(deviceOnly, 2),
+            limit: PACKED_TARGET,
+            unit: "×",
+            pass,
+          });
+          if (pk.bytesPerChain !== null) {
+            checks.push({
+              name: `${shape.key} / ${memory} / zero-copy: packed allocates nothing per chain`,
+              value: pk.bytesPerChain,
+              limit: 1,
+              unit: "B/chain",
+              pass: pk.bytesPerChain <= 1,
+            });
+          }
+        }
+      }
       for (const mode of WORK_MODES) {
         const p = byKey.get(`pvkit ${mode}`)!;
         const b = byKey.get(`bare ${mode}`)!;
@@ -907,10 +1013,44 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
       ];
     }),
   };
+  const packedTable: ResultTable = {
+    title: `packed ring (§2.8) vs split ring, both pvkit, same shapes, bytes and batches, timed in the same rounds (queue size ${QUEUE_SIZE})`,
+    columns: [
+      "shape",
+      "memory",
+      "mode",
+      "packed ns/chain",
+      "split ns/chain",
+      "packed/split",
+      "device-only packed/split",
+      "packed/bare split",
+      "target (device-only)",
+      "met",
+      "packed B/chain",
+    ],
+    rows: packedRatios.map((r) => {
+      const pk = find(r.shape, r.memory, "pvkit-packed", r.mode);
+      return [
+        r.shape,
+        r.memory,
+        r.mode,
+        fmtNs(pk),
+        fmtNs(find(r.shape, r.memory, "pvkit", r.mode)),
+        `${r.ratio.toFixed(2)}×`,
+        `${r.deviceOnlyRatio.toFixed(2)}×`,
+        `${r.vsBare.toFixed(2)}×`,
+        r.mode === "zero-copy" ? `≤ ${PACKED_TARGET}×` : "—",
+        r.mode === "zero-copy" ? (r.pass ? "yes" : "NO") : "—",
+        fmtBytes(pk.bytesPerChain),
+      ];
+    }),
+  };
   const driverTable: ResultTable = {
     title: "driver-side re-publish alone (included in the rows above)",
-    columns: ["shape", "memory", "ns/chain"],
-    rows: records.filter((r) => r.impl === "driver").map((r) => [r.shape, r.memory, fmtNs(r)]),
+    columns: ["shape", "memory", "ring", "ns/chain"],
+    rows: records
+      .filter((r) => r.mode === "publish only" && r.memory !== "v86 RAM")
+      .map((r) => [r.shape, r.memory, r.impl === "driver" ? "split" : "packed", fmtNs(r)]),
   };
   const shapesTable: ResultTable = {
     title: "chain shapes",
@@ -937,8 +1077,11 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
       "B/chain = median heap growth per chain over GC-free windows of 1,024 chains (~" +
         `${allocChains.toLocaleString("en-US")} chains in all), minus the same measurement around no work.`,
       "device-only ratio subtracts the driver re-publish time from both sides.",
+      "packed = the same chains in a packed ring (`PackedDeviceQueue`, §2.8): the driver rewrites every descriptor of a batch",
+      "(the device overwrote them with used descriptors) and flips each head's AVAIL/USED flags last; the device marks each chain used",
+      "in place, so its driver side costs more than the split ring's avail-ring stores and the packed/split target compares device sides.",
     ].join(" "),
-    tables: [comparison, peers.table, driverTable, shapesTable],
+    tables: [comparison, packedTable, peers.table, driverTable, shapesTable],
     checks,
     notes: [
       ...peers.notes,
@@ -956,6 +1099,7 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
       shapes: SHAPES.map((s) => ({ key: s.key, label: s.label, lengths: [...s.lengths] })),
       variants: records,
       ratios,
+      packedRatios,
       v86: { variants: peers.records, ratios: peers.ratios },
     },
     charts: splitQueueCharts(records, peers.records),
@@ -1123,6 +1267,7 @@ async function runV86Peers(
 
 const IMPL_SERIES: Readonly<Record<string, { label: string; config: ConfigKey }>> = {
   pvkit: { label: "pvkit DeviceQueue", config: "full-pv" },
+  "pvkit-packed": { label: "pvkit PackedDeviceQueue", config: "pv-variant" },
   bare: { label: "bare loop (no validation)", config: "bare" },
   "v86-release": { label: "v86 VirtQueue, release build", config: "v86-release" },
   "v86-debug": { label: "v86 VirtQueue, debug build", config: "v86" },
@@ -1143,7 +1288,7 @@ function splitQueueCharts(
       : `${k}: ${sh.lengths.length === 1 ? `${sh.lengths[0]} B` : sh.lengths.map((l) => `${l} B`).join(" + ")}`;
   };
   const category = (r: VariantRecord): string => `${shapeLabel(r.shape)} · ${r.memory}`;
-  const all = [...records, ...peers].filter((r) => r.impl !== "driver");
+  const all = [...records, ...peers].filter((r) => r.mode !== "publish only");
   const rates: ChartPoint[] = all.map((r) => ({
     series: r.impl,
     category: category(r),
@@ -1166,10 +1311,12 @@ function splitQueueCharts(
       });
     }
   }
-  const series = (["pvkit", "bare", "v86-release", "v86-debug"] as const).map((k) => ({
-    key: k,
-    ...IMPL_SERIES[k]!,
-  }));
+  const series = (["pvkit", "pvkit-packed", "bare", "v86-release", "v86-debug"] as const).map(
+    (k) => ({
+      key: k,
+      ...IMPL_SERIES[k]!,
+    }),
+  );
   const how = `device side of a split virtqueue, batches of ${BATCH} chains, queue size ${QUEUE_SIZE}; driver re-publish included; median of benchmark.js samples`;
   const facet = { title: "work per chain", order: ["zero-copy", "copy"] };
   const categoryOrder = [...new Set(all.map(category))];
@@ -1224,6 +1371,6 @@ function splitQueueCharts(
 export const splitQueueSuite: Suite = {
   name: "split-queue",
   summary:
-    "device-side pop + addUsed of 32-chain batches: DeviceQueue vs a bare loop, zero-copy and copy, ArrayBuffer and SharedArrayBuffer",
+    "device-side pop + addUsed of 32-chain batches: DeviceQueue (split) and PackedDeviceQueue vs a bare loop, zero-copy and copy, ArrayBuffer and SharedArrayBuffer",
   run,
 };

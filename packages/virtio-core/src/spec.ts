@@ -30,7 +30,7 @@ export const VIRTIO_F_EVENT_IDX = 29;
 export const VIRTIO_F_VERSION_1 = 32;
 /** §6: the device is behind an IOMMU / platform-specific access (bit 33). */
 export const VIRTIO_F_ACCESS_PLATFORM = 33;
-/** §6: packed virtqueue layout (bit 34). Not offered by pvkit. */
+/** §6: packed virtqueue layout (bit 34), offered when a device is built with `ringPacked`. */
 export const VIRTIO_F_RING_PACKED = 34;
 /** §6: buffers are used in the order they are made available (bit 35). */
 export const VIRTIO_F_IN_ORDER = 35;
