@@ -5,7 +5,7 @@
  * `HostResponder` (discard sink on 9, TCP sources on 19 and 20, echo on 7). Every NIC runs
  * the same script: an untimed warm-up, then rounds in which the NICs take turns (the order
  * rotates each round): TCP bulk guest→host (`nc -e dd`, 64 KiB writes, to the sink), TCP bulk host→guest
- * (`nc | dd` from the source), sequential small TCP exchanges with the echo service, ping
+ * (`nc | wc -c` from the source), sequential small TCP exchanges with the echo service, ping
  * (RTT as ping reports it) and a ping flood. Guest time comes from the kernel's µs
  * timestamps of `/dev/kmsg` records written around each timed command, as in the block
  * benchmark. The host samples, at `MARK` lines printed just outside each timed window,
@@ -43,6 +43,14 @@ export const BENCH_NICS: Record<
   ne2k: { label: "v86 NE2000 (ne2k-pci)", driver: "ne2k-pci", net: "10.0.4" },
   "v86-virtio": { label: "v86 virtio-net (virtio_net)", driver: "virtio_net", net: "10.0.4" },
 };
+
+/**
+ * Frames pvkit's RTL8139 holds while its receive ring is full, delivered as the driver frees
+ * room (CAPR): the default of pvkit's virtio-net (`rxPending` 256), so that both pvkit NICs
+ * queue the same way, as QEMU's net queue does for every NIC. Without it the chip drops as
+ * the hardware does, and a host burst larger than 8139too's 32 KiB ring is lost.
+ */
+const RTL_RX_PENDING = 256;
 
 const PVKIT_MACS = { virtio: "52:54:00:12:34:56", rtl8139: "52:54:00:12:34:57" } as const;
 /** v86's own NICs' PCI functions (src/ne2k.js: slot 5; src/virtio_net.js: pci_id 0x50). */
@@ -299,6 +307,7 @@ export async function runNetBench(
             memory,
             backend: rigs.get("rtl8139")!.sw.createPort("guest"),
             mac: PVKIT_MACS.rtl8139,
+            rxPending: RTL_RX_PENDING,
           }),
       },
     ],
@@ -445,9 +454,9 @@ export interface TwoGuestRun {
   readonly nic: BenchNic;
   /** Round; -1 is the untimed warm-up. */
   readonly repeat: number;
-  /** Sender's `dd | nc` exit status. */
+  /** Sender's exit status (`nc -e dd`, see {@link sendCommand}). */
   readonly status: number;
-  /** Sender's guest seconds (kmsg timestamps around `dd | nc`). */
+  /** Sender's guest seconds (kmsg timestamps around the send, until every byte is acknowledged). */
   readonly seconds: number;
   /** Bytes the receiver counted (`nc -l | wc -c`). */
   readonly bytes: number;
@@ -473,7 +482,7 @@ export interface TwoGuestReport {
  * Two v86 emulators in this Node process, each with pvkit's virtio-net, pvkit's RTL8139 and
  * v86's `v86Nic`; each kind of NIC of both guests on one `EthernetSwitch`. For each NIC in
  * `measure`, guest B listens (`nc -l -p 5001 | wc -c`) and, once B prints `LISTEN <key>`,
- * the host types `go` on A's serial console and A sends `bulkBytes` (`dd | nc`). One
+ * the host types `go` on A's serial console and A sends `bulkBytes` ({@link sendCommand}). One
  * untimed warm-up transfer per NIC (`warmupBytes`), then `repeats` rounds with the NICs
  * alternating. Both emulators share one JavaScript thread and take turns in slices of at
  * least 100k instructions, which adds latency to every exchange between them.
@@ -555,6 +564,7 @@ export async function runTwoGuestBench(
               memory,
               backend: switches.get("rtl8139")!.createPort("guest"),
               mac: macs.rtl8139,
+              rxPending: RTL_RX_PENDING,
             }),
         },
       ],
