@@ -278,11 +278,11 @@ function netTables(
   return [
     bulk(
       "tx",
-      `TCP bulk guest→host: ${mib} MiB, `nc -e dd` (64 KiB writes) to the host's discard sink, timed until every byte is acknowledged; median of the timed rounds after an untimed warm-up (guest clock: kernel µs timestamps)`,
+      `TCP bulk guest→host: ${mib} MiB, \`nc -e dd\` (64 KiB writes) to the host's discard sink, timed until every byte is acknowledged; median of the timed rounds after an untimed warm-up (guest clock: kernel µs timestamps)`,
     ),
     bulk(
       "rx",
-      `TCP bulk host→guest: ${mib} MiB from the host's TCP source (pvkit TcpSender: peer's MSS and window, Reno congestion control, retransmission), `nc | wc -c` in the guest`,
+      `TCP bulk host→guest: ${mib} MiB from the host's TCP source (pvkit TcpSender: peer's MSS and window, Reno congestion control, retransmission), \`nc | wc -c\` in the guest`,
     ),
     rr,
     ping,
@@ -312,7 +312,7 @@ function twoGuestTable(reports: readonly TwoGuestReport[], sizes: NetBenchSizes)
     ]);
   }
   return {
-    title: `TCP between two guests on one switch: ${sizes.bulkBytes / (1 << 20)} MiB, `nc -e dd` (64 KiB writes) in guest A → nc -l | wc -c in guest B (two v86 emulators in one Node thread, taking turns in slices of ≥ 100k instructions, which adds latency to every exchange; reported as is)`,
+    title: `TCP between two guests on one switch: ${sizes.bulkBytes / (1 << 20)} MiB, \`nc -e dd\` (64 KiB writes) in guest A → nc -l | wc -c in guest B (two v86 emulators in one Node thread, taking turns in slices of ≥ 100k instructions, which adds latency to every exchange; reported as is)`,
     columns: [
       "NIC (Linux driver, both guests)",
       "MiB/s (median)",

@@ -113,10 +113,17 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
   private signalledOnce = false;
   private notifyEnabled = true;
   private inFlightCount = 0;
-  private readonly owned: Uint8Array; // per buffer ID: 1 while the device holds it
-  private readonly slots: Uint16Array; // per buffer ID: ring slots the buffer took
-  private readonly chains: (DescriptorChain | null)[];
-  private readonly spare: DescriptorChain[] = [];
+  private stable = false; // memory that never moves: sync() has nothing to check
+  private readonly slots: number[]; // per buffer ID: ring slots the buffer took
+  // Chain objects as the split ring keeps them: the hot path stores only numbers (no
+  // object pointer written per chain, so no write barrier runs).
+  private readonly pool: DescriptorChain[] = [];
+  // Per buffer ID: 0 = the driver's, k > 0 = in flight as pool[k - 1], -1 = in flight with
+  // its chain dropped (a re-bind to other memory; it is returned with used length 0).
+  private readonly slotOf: number[];
+  // Pool indices of the spare chains, reused last-in first-out.
+  private readonly spareIds: number[];
+  private spareCount = 0;
 
   /**
    * @param index - the queue's index in its device
@@ -131,15 +138,17 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     if (!isValidPackedQueueSize(maxSize))
       throw new Error(`packed queue max size ${maxSize} is not an integer in [1, 32768]`);
     this.size = maxSize;
-    this.owned = new Uint8Array(maxSize);
-    this.slots = new Uint16Array(maxSize);
-    this.chains = new Array<DescriptorChain | null>(maxSize).fill(null);
+    // Plain arrays of small integers, filled up front so they keep packed elements.
+    this.slots = new Array<number>(maxSize).fill(0);
+    this.slotOf = new Array<number>(maxSize).fill(0);
+    this.spareIds = new Array<number>(maxSize).fill(0);
   }
 
   /** Hands the queue the guest memory its ring and buffers live in. */
   bind(memory: GuestMemory): void {
     this.memory = memory;
     this.shared = memory.shared;
+    this.stable = false;
   }
 
   /** Whether the driver enabled the queue. */
@@ -214,8 +223,10 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     this.usedSinceSignal = 0;
     this.signalledOnce = false;
     this.notifyEnabled = true;
-    this.owned.fill(0);
-    this.chains.fill(null);
+    this.slotOf.fill(0);
+    // Chains are dropped, not reused: a device may still hold one from before.
+    this.pool.length = 0;
+    this.spareCount = 0;
     this.inFlightCount = 0;
     this.epoch = -1;
   }
@@ -284,10 +295,19 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     this.flatEnd = only === null ? -1 : only.end;
     this.flatWords = only === null ? null : u32Over(only.bytes, 0, Math.floor(only.size / 4));
     this.epoch = mem.epoch;
-    const reg = this.chains;
-    for (let i = 0; i < reg.length; i++)
-      if (reg[i] != null && reg[i]!.regions !== mem.regions) reg[i] = null;
-    if (this.spare.length > 0 && this.spare[0]!.regions !== mem.regions) this.spare.length = 0;
+    this.stable = !mem.growable;
+    // Chains of another memory (a re-bind) are dropped, as in the split ring.
+    const pool = this.pool;
+    const slotOf = this.slotOf;
+    for (let h = 0; h < slotOf.length; h++) {
+      const k = slotOf[h]!;
+      if (k > 0 && pool[k - 1]!.regions !== mem.regions) {
+        slotOf[h] = -1;
+        this.spareIds[this.spareCount++] = k - 1;
+      }
+    }
+    for (let i = 0; i < pool.length; i++)
+      if (pool[i]!.regions !== mem.regions) pool[i] = new DescriptorChain(mem.regions);
     return undefined;
   }
 
@@ -298,6 +318,10 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
   }
 
   private sync(): boolean {
+    return this.stable || this.syncSlow();
+  }
+
+  private syncSlow(): boolean {
     const mem = this.memory;
     if (mem === null) return false;
     if (!mem.growable && mem.epoch === this.epoch) return true;
@@ -350,17 +374,17 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     const flags = loadIndex(this.ringHalves, 8 * pos + 7, this.shared);
     this.stats.availReads++;
     if (!this.isAvail(flags, this.availWrap)) return null;
-    const mem = this.memory!;
-    const chain = this.spare.pop() ?? new DescriptorChain(mem.regions);
-    const slots = this.walk(pos, flags, chain, mem);
+    const k = this.spareCount > 0 ? this.spareIds[--this.spareCount]! : this.newChain();
+    const chain = this.pool[k]!;
+    let slots = this.walkShort(pos, flags, chain);
+    if (slots === 0) slots = this.walk(pos, flags, chain, this.memory!);
     if (slots < 0) {
-      this.spare.push(chain);
+      this.spareIds[this.spareCount++] = k;
       return null;
     }
     const id = chain.head;
-    this.owned[id] = 1;
+    this.slotOf[id] = k + 1;
     this.slots[id] = slots;
-    this.chains[id] = chain;
     this.outstanding += slots;
     this.inFlightCount++;
     this.stats.popped++;
@@ -372,6 +396,77 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     this.nextAvail = next;
     if (this.eventIdx && this.notifyEnabled) this.storeDeviceEvent(VRING_PACKED_EVENT_FLAG_DESC);
     return chain;
+  }
+
+  /** Adds a chain to the pool (none is spare). @returns its pool index */
+  private newChain(): number {
+    return this.pool.push(new DescriptorChain(this.memory!.regions)) - 1;
+  }
+
+  /**
+   * The fast path for the common buffer: one or two direct descriptors in one-region
+   * memory, below 4 GiB, on a little-endian host (as the split ring's `walkShort`). It only
+   * ever accepts: it applies the checks of {@link walk} (§2.8.4 no more slots than the
+   * driver owns, §2.8.13 readable before writable, buffers inside guest memory and at most
+   * 2^32 bytes, §2.8.6 buffer ID below the size and not in flight) and returns 0, having
+   * changed nothing but `chain`, for anything else (an indirect descriptor, a third
+   * descriptor, an address above 4 GiB, a failed check), so that {@link walk} re-reads the
+   * buffer and accepts it or reports the corruption. Each descriptor word is read once.
+   *
+   * @returns ring slots the buffer takes (1 or 2), or 0
+   */
+  private walkShort(pos: number, headFlags: number, chain: DescriptorChain): number {
+    const words = this.ringWords;
+    const flatEnd = this.flatEnd;
+    if (words === null || flatEnd < 0) return 0;
+    const flatBase = this.flatBase;
+    const size = this.size;
+    const free = size - this.outstanding;
+    // Flag bits and the 2^32 limit are literals (VIRTQ_DESC_F_INDIRECT 4, _WRITE 2, _NEXT 1,
+    // VIRTQ_MAX_CHAIN_BYTES), as in the split ring's fast path; tests check them.
+    const b = chain.buf; // room for at least two buffers (DescriptorChain's initial capacity)
+    let p = pos;
+    let flags = headFlags;
+    let count = 0;
+    let n = 0;
+    let readable = 0;
+    let readableBytes = 0;
+    let writableBytes = 0;
+    let writing = false;
+    let id = 0;
+    for (;;) {
+      if (count >= free) return 0;
+      const w = 4 * p;
+      const lo = words[w]!;
+      const len = words[w + 2]!;
+      const idFlags = words[w + 3]!;
+      if (count > 0) flags = idFlags >>> 16;
+      if ((flags & 4) !== 0 || words[w + 1] !== 0) return 0;
+      id = idFlags & 0xffff;
+      count++;
+      if ((flags & 2) !== 0) writing = true;
+      else if (writing) return 0; // §2.8.13
+      if (len !== 0) {
+        if (lo < flatBase || len > flatEnd - lo) return 0;
+        b[3 * n] = 0;
+        b[3 * n + 1] = lo - flatBase;
+        b[3 * n + 2] = len;
+        n++;
+        if (writing) writableBytes += len;
+        else {
+          readable++;
+          readableBytes += len;
+        }
+      }
+      if ((flags & 1) === 0) break;
+      if (count === 2) return 0; // a third descriptor is the walk's
+      p = p + 1 === size ? 0 : p + 1;
+    }
+    if (readableBytes + writableBytes > 0x1_0000_0000) return 0;
+    // §2.8.6: the buffer ID is in the last descriptor.
+    if (id >= size || this.slotOf[id] !== 0) return 0;
+    chain.setDirect(id, count, readable, n - readable, readableBytes, writableBytes);
+    return count;
   }
 
   /**
@@ -488,7 +583,7 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
         `buffer at ring position ${pos} has buffer ID ${id} on a queue of ${size} (§2.8.6)`,
       );
     }
-    if (this.owned[id] !== 0) {
+    if (this.slotOf[id] !== 0) {
       return this.walkFail(
         VirtioErrorCode.HEAD_IN_USE,
         `buffer ID ${id} made available again while the device still holds it (§2.8.6)`,
@@ -607,18 +702,20 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
    * @returns false when `head` is not in flight; nothing is written then
    */
   addUsed(head: number, len: number): boolean {
-    if (!this.enabled || head < 0 || head >= this.size || this.owned[head] !== 1) return false;
-    if (!this.sync()) return false;
-    this.owned[head] = 0;
+    // `!(head < size)` also refuses NaN; `slotOf[head]` is undefined for a negative or
+    // fractional head.
+    if (!this.enabled || !(head < this.size)) return false;
+    const k = this.slotOf[head];
+    if (k === undefined || k === 0 || !this.sync()) return false;
+    this.slotOf[head] = 0;
     this.inFlightCount--;
-    const chain = this.chains[head];
     let max = 0;
     let writes = false;
-    if (chain != null) {
+    const chain = k > 0 ? this.pool[k - 1]! : null; // stays unused until the next pop
+    if (chain !== null) {
       max = chain.writableLength;
       writes = chain.writableCount > 0;
-      this.chains[head] = null;
-      this.spare.push(chain);
+      this.spareIds[this.spareCount++] = k - 1;
     }
     const used = Math.max(0, Math.min(len, max));
     const p = this.nextUsed;
@@ -647,7 +744,7 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     this.stats.used++;
     const mem = this.memory!;
     if (mem.writeObserver !== null) {
-      if (chain != null) {
+      if (chain !== null) {
         let left = used;
         for (let i = chain.readableCount; left > 0 && i < chain.bufferCount; i++) {
           const n = Math.min(left, chain.bufferLength(i));
