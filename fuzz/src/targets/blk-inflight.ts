@@ -200,19 +200,66 @@ interface WriteRec {
   acked: number | null;
 }
 
-class DiskModel {
-  clock = 0;
-  readonly initial: Uint8Array;
-  readonly writes: WriteRec[][] = Array.from({ length: SECTORS }, () => []);
-  constructor(initial: Uint8Array) {
-    this.initial = initial;
+/**
+ * What the disk may hold: every write with the logical times it was issued and
+ * acknowledged. Exported for the oracle's own tests.
+ */
+export class DiskModel {
+  private clock = 0;
+  private readonly writes: WriteRec[][];
+  /** `initial`: the disk's contents before the case, one uniform value per sector. */
+  constructor(private readonly initial: Uint8Array) {
+    this.writes = Array.from({ length: initial.length / 512 }, () => []);
   }
+
+  /**
+   * Records a write of `values[i]` to sector `sector + i`, issued now; returns the
+   * function to call when it is acknowledged.
+   */
+  beginWrite(sector: number, values: readonly number[]): () => void {
+    const recs = values.map((v, i) => {
+      const rec: WriteRec = { v, issued: ++this.clock, acked: null };
+      this.writes[sector + i]!.push(rec);
+      return rec;
+    });
+    return () => {
+      const at = ++this.clock;
+      for (const r of recs) r.acked = at;
+    };
+  }
+
+  /**
+   * Records a read of `n` sectors from `sector`, issued now; returns the check of its
+   * result (one message per wrong sector). Requests in flight together may complete in
+   * any order (§5.2.6), so a read may return any value the sector could hold at some
+   * moment while the read was in flight: one allowed when it was issued, or one written
+   * by a request issued before it completed.
+   */
+  beginRead(sector: number, n: number): (bytes: Uint8Array) => string[] {
+    const issued = ++this.clock;
+    const atIssue = Array.from({ length: n }, (_, i) => this.allowedInFlight(sector + i));
+    return (bytes) => {
+      const problems: string[] = [];
+      for (let i = 0; i < n; i++) {
+        const allowed = atIssue[i]!;
+        const overlapping = this.writes[sector + i]!.filter(
+          (w) => w.acked === null || w.issued > issued || w.acked > issued,
+        );
+        for (const w of overlapping) if (w.issued > issued) allowed.add(w.v);
+        const problem = readProblem(bytes, i, allowed, overlapping.length > 0);
+        if (problem !== null)
+          problems.push(
+            `a read of sector ${sector + i} returned ${problem}, allowed ${[...allowed].join(",")}`,
+          );
+      }
+      return problems;
+    };
+  }
+
   /** Values sector `s` may hold now: not superseded by a write acknowledged later. */
   allowed(s: number): Set<number> {
     const ws = this.writes[s]!;
     const out = new Set<number>();
-    const ackedIssues = ws.filter((w) => w.acked !== null).map((w) => w.issued);
-    const latestAckedIssue = ackedIssues.length === 0 ? -1 : Math.max(...ackedIssues);
     for (const w of ws) {
       // Superseded: acknowledged before a later-issued write was acknowledged.
       const superseded = ws.some(
@@ -220,9 +267,33 @@ class DiskModel {
       );
       if (!superseded) out.add(w.v);
     }
-    if (latestAckedIssue < 0) out.add(this.initial[s * 512]!);
+    if (!ws.some((w) => w.acked !== null)) out.add(this.initial[s * 512]!);
     return out;
   }
+
+  /** {@link allowed}, plus the writes not yet acknowledged (they may land first). */
+  private allowedInFlight(s: number): Set<number> {
+    const out = this.allowed(s);
+    for (const w of this.writes[s]!) if (w.acked === null) out.add(w.v);
+    return out;
+  }
+}
+
+/**
+ * What is wrong with sector `s` of `bytes` as a read's result, or `null`: every byte must
+ * be an allowed value, and the sector may mix values (a torn sector) only when a write to
+ * it was in flight with the read — nothing orders or makes atomic two requests in flight
+ * together (§5.2.6), as with concurrent `pread`/`pwrite` on the host.
+ */
+function readProblem(
+  bytes: Uint8Array,
+  s: number,
+  allowed: ReadonlySet<number>,
+  writeInFlight: boolean,
+): string | null {
+  const seen = new Set(bytes.subarray(s * 512, s * 512 + 512));
+  for (const v of seen) if (!allowed.has(v)) return `${v}`;
+  return seen.size === 1 || writeInFlight ? null : "a torn sector";
 }
 
 function sectorValue(bytes: Uint8Array, s: number): number | null {
@@ -320,40 +391,24 @@ async function playInflight(rig: Rig, c: InflightCase): Promise<void> {
         if (d === null) break;
         const n = Math.min(s.n, SECTORS - s.sector);
         const data = new Uint8Array(n * 512);
-        const recs: WriteRec[] = [];
+        const values: number[] = [];
         for (let i = 0; i < n; i++) {
           const v = (s.v + i * 17) & 0xff || 1;
           data.fill(v, i * 512, i * 512 + 512);
-          const rec = { v, issued: ++model.clock, acked: null };
-          model.writes[s.sector + i]!.push(rec);
-          recs.push(rec);
+          values.push(v);
         }
-        d.write(s.sector, data).then(
-          () => {
-            // Only the current driver is ever polled, so an acknowledgement always comes
-            // from a poll in its own epoch (the promise reaction may run just after a reset).
-            const at = ++model.clock;
-            for (const r of recs) r.acked = at;
-          },
-          () => {},
-        );
+        // Only the current driver is ever polled, so an acknowledgement always comes from a
+        // poll in its own epoch (the promise reaction may run just after a reset).
+        d.write(s.sector, data).then(model.beginWrite(s.sector, values), () => {});
         break;
       }
       case "read": {
         if (d === null) break;
         const n = Math.min(s.n, SECTORS - s.sector);
+        const check = model.beginRead(s.sector, n);
         d.read(s.sector, n * 512).then(
           (bytes) => {
-            for (let i = 0; i < n; i++) {
-              const v = sectorValue(bytes, i);
-              const allowed = model.allowed(s.sector + i);
-              // Writes in flight with the read may land in either order: allow them too.
-              for (const w of model.writes[s.sector + i]!) if (w.acked === null) allowed.add(w.v);
-              if (v === null || !allowed.has(v))
-                problems.push(
-                  `a read of sector ${s.sector + i} returned ${v === null ? "a torn sector" : v}, allowed ${[...allowed].join(",")}`,
-                );
-            }
+            problems.push(...check(bytes));
           },
           () => {},
         );
