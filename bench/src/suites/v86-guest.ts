@@ -464,6 +464,7 @@ async function run(options: SuiteOptions): Promise<SuiteResult> {
         `Boots reached /init's READY in ${boots.map((x) => x.toFixed(1)).join(" s and ")} s.${failed > 0 ? ` ${failed} timed dd runs failed.` : ""}`,
         "4 KiB rows are one dd with bs=4k (queue depth 1) over 16 MiB: busybox has no random-offset I/O tool, and both disks are RAM-backed, so the offset order costs the device nothing; the figure is the guest's per-request cost.",
         "An exit in v86 is a JavaScript call, not a hardware VM exit: far cheaper relative to the emulated CPU.",
+        "What bounds these figures (guest instructions per request and per byte, v86's instruction rate, two guests on one thread), from host-side traces and CPU profiles: v86-guest-trace.md, kept by hand beside this report.",
         ...(sizes.bulkBytes < 16 << 20
           ? [
               `Network sizes reduced for this run (PVKIT_V86_NET=${process.env.PVKIT_V86_NET}): ${sizes.bulkBytes / (1 << 20)} MiB per bulk run, not the issue's 16 MiB, because the shared machine's load made a 16 MiB transfer take minutes; the default is 16 MiB.`,
