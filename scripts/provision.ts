@@ -37,6 +37,7 @@ export const REQUIREMENTS: readonly Requirement[] = [
   { command: "fallocate", pkg: "util-linux", why: "sparse file disks" },
   { command: "chromium", pkg: "chromium", why: "the browser example" },
   { command: "qemu-img", pkg: "qemu-utils", why: "qcow2 interop checks (@pvkit/virtio-blk)" },
+  { command: "gcc", pkg: "gcc", why: "the v86 guest's random-I/O tool (@pvkit/v86 tests, bench)" },
 ];
 
 /** What the machine has, as far as provisioning cares. */

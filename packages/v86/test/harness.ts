@@ -16,7 +16,7 @@ import { readFile } from "node:fs/promises";
 import { gunzipSync } from "node:zlib";
 import type { V86Options } from "v86";
 import { V86 } from "v86/build/libv86-debug.mjs";
-import { CpioMode, cpioNewc } from "../src/cpio.js";
+import { type CpioEntry, CpioMode, cpioNewc } from "../src/cpio.js";
 import type { Fixture } from "./fixture.js";
 
 /** The base kernel command line of every boot. */
@@ -37,6 +37,11 @@ export interface BootOptions {
   readonly fixture: Fixture;
   /** Text of `/pvkit/test.sh`, run by `sh` after the modules are loaded; omit to run none. */
   readonly script?: string;
+  /**
+   * Executables the script uses, put in `/pvkit/` next to it (for example
+   * `{ randio: await guestTool("randio") }` from `guest-tools.ts`).
+   */
+  readonly tools?: Readonly<Record<string, Uint8Array>>;
   /**
    * An uncompressed cpio placed in front of the initramfs: the "early cpio" the kernel scans
    * before unpacking, e.g. `kernel/firmware/acpi/*.aml` for ACPI table upgrade
@@ -143,23 +148,31 @@ async function load(path: string): Promise<ArrayBuffer> {
 
 /**
  * The initrd of one boot: `prefix` (uncompressed early cpio), the main initramfs (a cpio,
- * compressed or not), and an uncompressed cpio holding `pvkit/test.sh`, each padded to 4 bytes.
+ * compressed or not), and an uncompressed cpio holding `pvkit/test.sh` and the `tools`
+ * (`pvkit/<name>`, executable), each padded to 4 bytes.
  *
  * @param initramfs - the main archive (the fixture's initramfs, inflated or as stored)
  * @param script - the test script, or undefined for none
  * @param prefix - an early cpio to put first
+ * @param tools - executables for the script, by file name
  */
 export function assembleInitrd(
   initramfs: Uint8Array,
   script?: string,
   prefix?: Uint8Array,
+  tools: Readonly<Record<string, Uint8Array>> = {},
 ): ArrayBuffer {
   const parts: Uint8Array[] = [];
   if (prefix !== undefined) parts.push(pad4(prefix));
   parts.push(pad4(initramfs));
-  if (script !== undefined) {
-    parts.push(cpioNewc([{ name: "pvkit/test.sh", mode: CpioMode.FILE | 0o755, data: script }]));
-  }
+  const files: CpioEntry[] = Object.entries(tools).map(([name, data]) => ({
+    name: `pvkit/${name}`,
+    mode: CpioMode.FILE | 0o755,
+    data,
+  }));
+  if (script !== undefined)
+    files.push({ name: "pvkit/test.sh", mode: CpioMode.FILE | 0o755, data: script });
+  if (files.length > 0) parts.push(cpioNewc(files));
   return concat(parts);
 }
 
@@ -197,7 +210,7 @@ export async function bootLinux(options: BootOptions): Promise<BootResult> {
     readFile(fixture.initramfs),
   ]);
   const main = options.compressedInitrd ? initramfs : gunzipSync(initramfs);
-  const initrd = assembleInitrd(main, options.script, options.initrdPrefix);
+  const initrd = assembleInitrd(main, options.script, options.initrdPrefix, options.tools);
 
   const lines: string[] = [];
   let partial: number[] = [];

@@ -25,6 +25,7 @@ import {
   type V86WakeupStats,
 } from "../src/index.js";
 import type { Fixture } from "./fixture.js";
+import { guestTool } from "./guest-tools.js";
 import { type BootOptions, type BootResult, bootLinux } from "./harness.js";
 
 /** Sectors of every test disk (8 MiB). */
@@ -931,16 +932,27 @@ export interface BlockPattern {
   readonly bs: number;
   /** Bytes per run. */
   readonly bytes: number;
+  /**
+   * Random offsets over the first {@link BLOCK_SPAN} bytes, one request at a time
+   * (`randio`, see `guest-tools/randio.c`), instead of `dd`'s sequential ones.
+   */
+  readonly random?: boolean;
 }
 
-/** The patterns: sequential 1 MiB and 64 KiB blocks over 64 MiB, 4 KiB blocks (QD1) over 16 MiB. */
+/** Bytes of each disk the patterns cover (sequential runs start at 0; random ones stay inside). */
+export const BLOCK_SPAN = 64 << 20;
+
+/**
+ * The patterns: sequential 1 MiB and 64 KiB blocks over 64 MiB; 4 KiB blocks at random
+ * offsets over 64 MiB, queue depth 1, 4096 requests (16 MiB).
+ */
 export const BLOCK_PATTERNS: readonly BlockPattern[] = [
   { op: "read", bs: 1 << 20, bytes: 64 << 20 },
   { op: "write", bs: 1 << 20, bytes: 64 << 20 },
   { op: "read", bs: 64 << 10, bytes: 64 << 20 },
   { op: "write", bs: 64 << 10, bytes: 64 << 20 },
-  { op: "read", bs: 4 << 10, bytes: 16 << 20 },
-  { op: "write", bs: 4 << 10, bytes: 16 << 20 },
+  { op: "read", bs: 4 << 10, bytes: 16 << 20, random: true },
+  { op: "write", bs: 4 << 10, bytes: 16 << 20, random: true },
 ];
 
 /** Timed repeats of every pattern on every disk. */
@@ -976,7 +988,8 @@ export interface BlockBenchReport {
 
 /**
  * Boots with v86's own IDE disk (`ata_piix`) and pvkit's virtio-blk (PCI) and runs
- * `dd` with `iflag=direct` / `oflag=direct` (no page cache) through each: every pattern
+ * `dd` with `iflag=direct` / `oflag=direct` (no page cache), or `randio` (O_DIRECT, random
+ * offsets) for the random patterns, through each: every pattern
  * of {@link BLOCK_PATTERNS} once untimed (v86's JIT compiles the paths on first use), then
  * {@link BLOCK_REPEATS} timed rounds, the two disks alternating inside each round. Guest
  * time comes from the kernel's own timestamps (µs) of records written to `/dev/kmsg`
@@ -993,10 +1006,14 @@ export async function runBlockBench(fixture: Fixture): Promise<BlockBenchReport>
     ["ide", "sda"],
     ["virtio-blk", "vda"],
   ] as const;
-  const dd = (dev: string, p: BlockPattern, count: number): string =>
-    p.op === "read"
+  // Every disk gets the same random offsets in a round (the seed is the round's number).
+  const dd = (dev: string, p: BlockPattern, count: number, seed = 0): string => {
+    if (p.random === true)
+      return `/pvkit/randio /dev/${dev} ${p.op === "read" ? "r" : "w"} ${count} ${p.bs} ${BLOCK_SPAN} ${seed}`;
+    return p.op === "read"
       ? `dd if=/dev/${dev} of=/dev/null bs=${p.bs} count=${count} iflag=direct`
       : `dd if=/dev/zero of=/dev/${dev} bs=${p.bs} count=${count} oflag=direct`;
+  };
   const steps: string[] = [];
   for (const p of BLOCK_PATTERNS) {
     for (const [, dev] of disks)
@@ -1009,7 +1026,7 @@ export async function runBlockBench(fixture: Fixture): Promise<BlockBenchReport>
         steps.push(
           // The kernel stamps /dev/kmsg records with local_clock (µs in dmesg); level 7
           // keeps them off the console, so nothing is printed inside the timed window.
-          `echo "MARK ${key}"; echo "<7>BLKT ${key} start" > /dev/kmsg; ${dd(dev, p, p.bytes / p.bs)} 2>/tmp/dd.err; rc=$?; echo "<7>BLKT ${key} end $rc" > /dev/kmsg; echo "MARK ${key}-end"`,
+          `echo "MARK ${key}"; echo "<7>BLKT ${key} start" > /dev/kmsg; ${dd(dev, p, p.bytes / p.bs, r + 1)} 2>/tmp/dd.err; rc=$?; echo "<7>BLKT ${key} end $rc" > /dev/kmsg; echo "MARK ${key}-end"`,
           `grep -v records /tmp/dd.err | grep -v copied | sed 's/^/DDLOG /'`,
         );
       }
@@ -1021,6 +1038,7 @@ export async function runBlockBench(fixture: Fixture): Promise<BlockBenchReport>
   const boot = await bootLinux({
     fixture,
     hda,
+    tools: { randio: await guestTool("randio") },
     timeoutMs: 900_000,
     ...recorder.hooks,
     script: `${steps.join("\n")}\n`,
