@@ -168,6 +168,44 @@ describe("receive into the ring", () => {
     ).toBe(9);
   });
 
+  it("with rxPending, a NAPI poll that ends on its budget still finds an RX bit while frames wait (8139too)", () => {
+    // 8139too's rtl8139_poll runs rtl8139_rx only when IntrStatus has an RX bit, and
+    // rtl8139_rx acknowledges the RX bits after every CAPR write. Frames moved from the
+    // queue into the ring by that CAPR write must leave ROK set after the acknowledgement,
+    // or a poll that used its whole budget leaves them in the ring with nothing to wake it.
+    const d = rawNic(RTL_RCR_APM | RTL_RCR_WRAP, { rxPending: 64 });
+    const rand = rng(9);
+    for (let k = 0; k < 40; k++) d.backend.inject(frameOf(PEER, MAC, 1000, k, rand));
+    expect(d.nic.pendingFrames).toBe(32);
+    const rxAck = RTL_ISR_ROK | RTL_ISR_RXOVW | 0x40;
+    let cur = 0;
+    let got = 0;
+    const budget = 4;
+    const poll = (): number => {
+      if ((d.r(RTL_ISR, 2) & rxAck) === 0) return 0; // rtl8139_poll: nothing to do
+      let done = 0;
+      while (done < budget && (d.r(RTL_CR, 1) & RTL_CR_BUFE) === 0) {
+        const len = d.memory.readU16(RING + cur + 2) as number;
+        expect(seqOf(d.memory.slice(RING + cur + 4, len - 4) as Uint8Array)).toBe(got);
+        got++;
+        done++;
+        cur = (cur + len + 4 + 3) & ~3;
+        cur %= d.size;
+        d.w(RTL_CAPR, 2, (cur - 16) & 0xffff);
+        d.w(RTL_ISR, 2, d.r(RTL_ISR, 2) & rxAck); // rtl8139_isr_ack
+      }
+      return done;
+    };
+    // NAPI: poll again while a poll uses its whole budget; otherwise unmask and wait for
+    // an interrupt (IMR is all ones here: any ISR bit is one).
+    for (let rounds = 0; rounds < 100; rounds++) {
+      if (poll() < budget && d.r(RTL_ISR, 2) === 0) break;
+    }
+    expect(got).toBe(40);
+    expect(d.nic.pendingFrames).toBe(0);
+    expect(d.r(RTL_CR, 1) & RTL_CR_BUFE).toBe(RTL_CR_BUFE);
+  });
+
   it("filters: own MAC (APM), broadcast (AB), multicast hash (AM + MAR), promiscuous (AAP)", () => {
     const rand = rng(6);
     const bcast = new Uint8Array(6).fill(0xff);

@@ -14,7 +14,9 @@
  *   aligned to 4; WRAP writes past the end into the pad, otherwise the write wraps to the
  *   ring start; CAPR is "off by 16". No room: ISR.RXOVW, MPC + 1, the frame is dropped
  *   (or, with `rxPending`, held in a bounded queue and delivered on the next CAPR write,
- *   as QEMU's net queue does).
+ *   as QEMU's net queue does; their ROK is set again after the guest's next ISR
+ *   acknowledgement, as the chip's FIFO-to-ring DMA ends after the one 8139too makes
+ *   right after its CAPR write).
  * - Transmit: four descriptors strictly round-robin; a TSD write with OWN clear DMAs
  *   `size` bytes from TSAD, sets OWN|TOK and ISR.TOK. A size of 0 or above 1792 bytes,
  *   or a TSAD range outside guest memory, completes with OWN|TUN and ISR.TER. TCR
@@ -421,6 +423,18 @@ export class Rtl8139 extends Emitter<Rtl8139Events> implements PciFunction {
   private readonly entryView = new DataView(this.entry.buffer);
   private readonly pending: Uint8Array[] = [];
   private pendingHead = 0;
+  /**
+   * Frames moved from the `rxPending` queue into the ring during a CAPR write: their ROK
+   * is set (again) after each ISR write until the guest has emptied the ring. On the chip,
+   * frames waiting in the RX
+   * FIFO reach the ring by DMA after the CAPR write, so their ROK comes after 8139too's
+   * `rtl8139_isr_ack` that follows the CAPR write in `rtl8139_rx`; raised inside the write,
+   * that acknowledgement would clear it, and a NAPI poll that ended on its budget would
+   * find no RX bit in IntrStatus, leave the frames in the ring and wait for an interrupt
+   * that never comes (found between two v86 guests: a 2 MiB TCP transfer stalled for good
+   * with 60 frames queued).
+   */
+  private rokAfterAck = false;
 
   /**
    * @throws TypeError when `options` is not an object, `backend` is not a `NetBackend`,
@@ -768,7 +782,9 @@ export class Rtl8139 extends Emitter<Rtl8139Events> implements PciFunction {
       case RTL_CAPR: {
         const v = merge((this.capr - RTL_CAPR_BIAS) & 0xffff) & 0xffff;
         this.capr = (v + RTL_CAPR_BIAS) % this.ringSize;
+        const before = this.pendingFrames;
         this.flushRx();
+        if (this.pendingFrames < before) this.rokAfterAck = true;
         return;
       }
       case RTL_IMR:
@@ -777,6 +793,10 @@ export class Rtl8139 extends Emitter<Rtl8139Events> implements PciFunction {
         return;
       case RTL_ISR:
         this.isr &= ~(value & mask & ~RTL_ISR_UNWRITABLE);
+        if (this.rokAfterAck) {
+          if (this.bufferEmpty()) this.rokAfterAck = false;
+          else this.isr |= RTL_ISR_ROK;
+        }
         this.updateIrq();
         return;
       case RTL_TCR:
@@ -976,6 +996,7 @@ export class Rtl8139 extends Emitter<Rtl8139Events> implements PciFunction {
     this.timerInt = 0;
     this.clockRunning = true;
     this.mulint = 0;
+    this.rokAfterAck = false;
     const dropped = this.pendingFrames;
     if (dropped > 0) {
       this.stats.drops.rxReset += dropped;
