@@ -287,6 +287,39 @@ describe("hostile guest on a packed ring (§2.8): one error, nothing outside tou
     expectCorruption(code, c);
   });
 
+  it("a buffer that continues into a slot the device already used is refused before anything is written (fuzz ring-packed, seed 68ef26c6)", () => {
+    // Size 4: a three-descriptor buffer at 0..2 is served and returned (the device writes
+    // a used descriptor, WRITE set, into slot 0); then the driver makes slot 3 available
+    // with NEXT, so the buffer would go on into slot 0 of the next lap — the used
+    // descriptor, not available in that lap. Taking it would let the device write where
+    // the old descriptor pointed, a buffer the driver never made writable this time.
+    for (const withFastPath of [true, false]) {
+      const mem = GuestMemory.create(MEM);
+      const mock = new MockPackedQueue(mem, 4);
+      const errors: VirtioError[] = [];
+      const q = new PackedDeviceQueue(0, 4, (e) => errors.push(e));
+      mock.configure(q, { eventIdx: false, indirect: true });
+      const id = mock.addBuffer([
+        { addr: DATA, len: 16 },
+        { addr: DATA + 0x100, len: 16, writable: true },
+        { addr: DATA + 0x200, len: 16, writable: true },
+      ]);
+      const first = q.popChain()!;
+      expect(first.head).toBe(id);
+      expect(q.addUsed(id, 1)).toBe(true);
+      expect(mock.readUsed()?.id).toBe(id);
+      // Slot 3: NEXT and WRITE, one byte (two slots: the fast path's shape when enabled).
+      const flags = A1 | NEXT | (withFastPath ? WRITE : 0);
+      mock.pushRaw([{ addr: DATA + 0x300, len: 1, id: 1, flags }]);
+      const keep = mock.ringRanges();
+      fillCanary(mem, keep);
+      expect(q.popChain()).toBeNull();
+      expect(errors.map((e) => e.code)).toEqual([VirtioErrorCode.AVAIL_IDX_JUMP]);
+      expect(errors[0]!.message).toMatch(/continues at position 0, which is not available/);
+      expect(checkCanary(mem, keep)).toEqual([]);
+    }
+  });
+
   it("descriptors of the wrong lap, or with AVAIL = USED, are simply not available", () => {
     const mem = GuestMemory.create(MEM);
     const mock = new MockPackedQueue(mem, 8);

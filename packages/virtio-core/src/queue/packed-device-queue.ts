@@ -407,8 +407,9 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
    * The fast path for the common buffer: one or two direct descriptors in one-region
    * memory, below 4 GiB, on a little-endian host (as the split ring's `walkShort`). It only
    * ever accepts: it applies the checks of {@link walk} (§2.8.4 no more slots than the
-   * driver owns, §2.8.13 readable before writable, buffers inside guest memory and at most
-   * 2^32 bytes, §2.8.6 buffer ID below the size and not in flight) and returns 0, having
+   * driver owns, §2.8.6 each descriptor available in its lap, §2.8.13 readable before
+   * writable, buffers inside guest memory and at most 2^32 bytes, §2.8.6 buffer ID below
+   * the size and not in flight) and returns 0, having
    * changed nothing but `chain`, for anything else (an indirect descriptor, a third
    * descriptor, an address above 4 GiB, a failed check), so that {@link walk} re-reads the
    * buffer and accepts it or reports the corruption. Each descriptor word is read once.
@@ -426,6 +427,7 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     // VIRTQ_MAX_CHAIN_BYTES), as in the split ring's fast path; tests check them.
     const b = chain.buf; // room for at least two buffers (DescriptorChain's initial capacity)
     let p = pos;
+    let wrap = this.availWrap;
     let flags = headFlags;
     let count = 0;
     let n = 0;
@@ -440,7 +442,11 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
       const lo = words[w]!;
       const len = words[w + 2]!;
       const idFlags = words[w + 3]!;
-      if (count > 0) flags = idFlags >>> 16;
+      if (count > 0) {
+        flags = idFlags >>> 16;
+        // Not available in its lap (AVAIL 0x80 = wrap, USED 0x8000 != wrap): the walk's.
+        if (((flags >>> 7) & 1) !== wrap || ((flags >>> 15) & 1) === wrap) return 0;
+      }
       if ((flags & 4) !== 0 || words[w + 1] !== 0) return 0;
       id = idFlags & 0xffff;
       count++;
@@ -460,7 +466,10 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
       }
       if ((flags & 1) === 0) break;
       if (count === 2) return 0; // a third descriptor is the walk's
-      p = p + 1 === size ? 0 : p + 1;
+      if (p + 1 === size) {
+        p = 0;
+        wrap ^= 1;
+      } else p++;
     }
     if (readableBytes + writableBytes > 0x1_0000_0000) return 0;
     // §2.8.6: the buffer ID is in the last descriptor.
@@ -488,6 +497,7 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
     let count = 0; // descriptors walked (ring + indirect table)
     let slots = 0; // ring slots
     let p = pos;
+    let wrap = this.availWrap; // the lap of position p
     let flags = headFlags;
     for (;;) {
       // §2.8.4 / §2.8.6: a buffer takes at most the free part of the ring (this also bounds
@@ -520,9 +530,22 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
         id = loadIndex(halves, 8 * p + 6, false);
         if (slots > 0) flags = loadIndex(halves, 8 * p + 7, false);
       }
+      // §2.8.6 / §2.8.21.1: the driver writes every descriptor of a buffer with the AVAIL
+      // and USED bits of its lap (Linux's virtqueue_add_packed does); one that is not
+      // available is a slot the driver did not hand over — a used descriptor, or one of an
+      // earlier lap — and the device must not take it (nor write where it points).
+      if (slots > 0 && !this.isAvail(flags, wrap)) {
+        return this.walkFail(
+          VirtioErrorCode.AVAIL_IDX_JUMP,
+          `buffer at ring position ${pos} continues at position ${p}, which is not available in this lap (flags 0x${flags.toString(16)}, §2.8.6)`,
+        );
+      }
       slots++;
       count++;
-      p = p + 1 === size ? 0 : p + 1;
+      if (p + 1 === size) {
+        p = 0;
+        wrap ^= 1;
+      } else p++;
       if (flags & VIRTQ_DESC_F_INDIRECT) {
         if (!this.indirectDesc) {
           return this.walkFail(
