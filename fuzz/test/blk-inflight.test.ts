@@ -49,9 +49,7 @@ describe("the blk-inflight disk model", () => {
   test("a read issued after a write was acknowledged must not return the old value", () => {
     const m = model();
     m.beginWrite(2, [50])();
-    expect(m.beginRead(2, 1)(sector(3))).toEqual([
-      "a read of sector 2 returned 3, allowed 50",
-    ]);
+    expect(m.beginRead(2, 1)(sector(3))).toEqual(["a read of sector 2 returned 3, allowed 50"]);
   });
 
   test("a value nobody wrote is reported, torn or not", () => {
@@ -77,9 +75,7 @@ describe("the blk-inflight disk model", () => {
     const m2 = model();
     m2.beginWrite(0, [7])();
     m2.beginWrite(0, [8])();
-    expect(m2.beginRead(0, 1)(sector(8, 7))).toEqual([
-      "a read of sector 0 returned 7, allowed 8",
-    ]);
+    expect(m2.beginRead(0, 1)(sector(8, 7))).toEqual(["a read of sector 0 returned 7, allowed 8"]);
   });
 
   test("writes acknowledged in order supersede; writes in flight together leave both allowed", () => {
@@ -145,11 +141,7 @@ describe("blk-inflight", () => {
 
   test("detects a back-end whose read returns data nobody wrote", async () => {
     const real = FileDisk.prototype.readv;
-    vi.spyOn(FileDisk.prototype, "readv").mockImplementation(async function (
-      this: FileDisk,
-      o,
-      b,
-    ) {
+    vi.spyOn(FileDisk.prototype, "readv").mockImplementation(async function (this: FileDisk, o, b) {
       const r = await real.call(this, o, b);
       if (b.reduce((n, x) => n + x.length, 0) === 1024) for (const x of b) x.fill(0x99);
       return r;

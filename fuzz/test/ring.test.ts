@@ -1,11 +1,17 @@
 /**
- * The `ring` fuzz target: a fixed-seed run, the case CI found at seed cbb0cdf0, and proof
- * that its canaries and its used-ring model fail on a broken device.
+ * The `ring` and `ring-packed` fuzz targets: fixed-seed runs, the case CI found at seed
+ * cbb0cdf0, and proof that their canaries and used-ring models fail on a broken device.
  */
-import { type DeviceVirtqueue, VirtioRngDevice } from "@pvkit/virtio-core";
+import {
+  type DeviceVirtqueue,
+  PackedDeviceQueue,
+  VirtioError,
+  VirtioErrorCode,
+  VirtioRngDevice,
+} from "@pvkit/virtio-core";
 import * as fc from "fast-check";
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { type RingCase, type RingStep, ringTarget } from "../src/targets/ring.js";
+import { type RingCase, type RingStep, ringPackedTarget, ringTarget } from "../src/targets/ring.js";
 import { findingOf } from "./finding.js";
 
 const base = {
@@ -95,5 +101,105 @@ describe("ring", () => {
       if (typeof idx === "number") this.memory?.writeU16(queue.deviceAddr + 2, idx + 1);
     });
     expect((await findingOf(() => ringTarget.run(oneRequest)))?.invariant).toBe("model");
+  });
+});
+
+/** {@link oneRequest} on a packed ring. */
+const onePacked: RingCase = { ...oneRequest, layout: "packed" };
+
+describe("ring-packed", () => {
+  test("a fixed-seed run finds nothing", async () => {
+    await fc.assert(
+      fc.asyncProperty(ringPackedTarget.arbitrary, async (c) => ringPackedTarget.run(c)),
+      { seed: 4242, numRuns: 300 },
+    );
+  });
+
+  test("every case negotiates the packed ring", () => {
+    fc.assert(
+      fc.property(ringPackedTarget.arbitrary, (c) => c.layout === "packed"),
+      { seed: 7, numRuns: 50 },
+    );
+  });
+
+  test("the hand-written request passes on the real device, and the device took a packed ring", async () => {
+    const seen: boolean[] = [];
+    const notify = Reflect.get(VirtioRngDevice.prototype, "onQueueNotify") as (
+      index: number,
+      queue: DeviceVirtqueue,
+    ) => void;
+    vi.spyOn(
+      VirtioRngDevice.prototype as unknown as { onQueueNotify: typeof notify },
+      "onQueueNotify",
+    ).mockImplementation(function (this: VirtioRngDevice, index, queue) {
+      seen.push(queue instanceof PackedDeviceQueue);
+      notify.call(this, index, queue);
+    });
+    expect(await findingOf(() => ringPackedTarget.run(onePacked))).toBeNull();
+    expect(seen).toEqual([true]);
+  });
+
+  test("detects a device that writes one byte outside the buffers it was given", async () => {
+    const fill = Reflect.get(VirtioRngDevice.prototype, "fill") as (c: unknown) => number;
+    vi.spyOn(
+      VirtioRngDevice.prototype as unknown as { fill: typeof fill },
+      "fill",
+    ).mockImplementation(function (this: VirtioRngDevice, chain: unknown) {
+      this.memory?.writeU8(0x7ff0, 0);
+      return fill.call(this, chain);
+    });
+    expect((await findingOf(() => ringPackedTarget.run(onePacked)))?.invariant).toBe("canary");
+  });
+
+  test("detects a used descriptor longer than the buffer's writable bytes", async () => {
+    type Notify = (index: number, queue: DeviceVirtqueue) => void;
+    const notify = Reflect.get(VirtioRngDevice.prototype, "onQueueNotify") as Notify;
+    vi.spyOn(
+      VirtioRngDevice.prototype as unknown as { onQueueNotify: Notify },
+      "onQueueNotify",
+    ).mockImplementation(function (this: VirtioRngDevice, index, queue) {
+      notify.call(this, index, queue);
+      // The used descriptor went into ring slot 0: claim 4096 bytes for a 16-byte buffer.
+      this.memory?.writeU32(queue.descAddr + 8, 4096);
+    });
+    const f = await findingOf(() => ringPackedTarget.run(onePacked));
+    expect(f?.invariant).toBe("model");
+    expect(f?.message).toMatch(/used length 4096 > 16/);
+  });
+
+  test("detects a device that returns a buffer after DEVICE_NEEDS_RESET", async () => {
+    // The device breaks while serving the first buffer (a back-end failure, say); the
+    // buffer made available afterwards must not be returned.
+    const twoRequests: RingCase = {
+      ...onePacked,
+      steps: [
+        ...onePacked.steps,
+        good([{ kind: "data", off: 0x400, len: 16 }]),
+        { k: "kick", q: 0 },
+      ],
+    };
+    const fill = Reflect.get(VirtioRngDevice.prototype, "fill") as (c: unknown) => number;
+    vi.spyOn(
+      VirtioRngDevice.prototype as unknown as { fill: typeof fill },
+      "fill",
+    ).mockImplementation(function (this: VirtioRngDevice, chain: unknown) {
+      // Only the case's first buffer: the serve check after the reset must succeed.
+      if (calls++ === 0)
+        this.needsReset(new VirtioError(VirtioErrorCode.MALFORMED_REQUEST, "broken on purpose", 0));
+      return fill.call(this, chain);
+    });
+    let calls = 0;
+    expect(await findingOf(() => ringPackedTarget.run(twoRequests))).toBeNull();
+    calls = 0;
+    // The broken device: it goes on serving its queue after DEVICE_NEEDS_RESET.
+    vi.spyOn(VirtioRngDevice.prototype, "notifyQueue").mockImplementation(function (
+      this: VirtioRngDevice,
+      index,
+    ) {
+      Reflect.get(VirtioRngDevice.prototype, "onQueueNotify").call(this, index, this.queues[index]);
+    });
+    const f = await findingOf(() => ringPackedTarget.run(twoRequests));
+    expect(f?.invariant).toBe("model");
+    expect(f?.message).toMatch(/returned buffers after DEVICE_NEEDS_RESET/);
   });
 });

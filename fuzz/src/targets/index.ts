@@ -10,7 +10,7 @@ import { blkInflightTarget } from "./blk-inflight.js";
 import { hypercallTreeTarget } from "./hypercall-tree.js";
 import { netCtrlTarget } from "./net-ctrl.js";
 import { pciConfigTarget } from "./pci-config.js";
-import { ringTarget } from "./ring.js";
+import { ringPackedTarget, ringTarget } from "./ring.js";
 import { rtl8139Target } from "./rtl8139.js";
 import { sabCrossThreadTarget } from "./sab-cross-thread.js";
 import { v86DispatchTarget } from "./v86-dispatch.js";
@@ -18,6 +18,7 @@ import { v86DispatchTarget } from "./v86-dispatch.js";
 /** Every registered target (names are unique, kebab-case). */
 export const targets: readonly FuzzTarget<never>[] = [
   ringTarget,
+  ringPackedTarget,
   blkInflightTarget,
   pciConfigTarget,
   v86DispatchTarget,

@@ -1,21 +1,25 @@
 /**
- * Fuzz target `ring`: hostile split virtqueues (virtio 1.2 §2.7) through virtio-mmio
- * (§4.2) and virtio-pci (§4.1) for virtio-blk, virtio-net and virtio-rng.
+ * Fuzz targets `ring` and `ring-packed`: hostile split virtqueues (virtio 1.2 §2.7) and
+ * packed virtqueues (§2.8) through virtio-mmio (§4.2) and virtio-pci (§4.1) for
+ * virtio-blk, virtio-net and virtio-rng.
  *
  * A case picks a device, a transport, the negotiated ring features (EVENT_IDX §2.7.10,
  * INDIRECT_DESC §2.7.5.3) and a queue size, then plays a sequence of steps on the rings:
  * well-formed chains (with real request headers and frames), raw descriptors with any
  * address, length, flags and `next` (out of memory, across the end, 2^64-1, loops, nested
  * indirect, device-readable after device-writable), indirect tables of any length,
- * avail-index jumps, kicks, and frames arriving from the network. After every case:
+ * avail-index jumps (packed: the driver's position and wrap counter moved), kicks, and
+ * frames arriving from the network. After every case:
  *
  * - no exception escaped and the bus caught none (`handlerFaults` = 0);
  * - nothing outside guest memory, or outside the rings and the buffers flagged
  *   device-writable, changed (canaries; device-readable buffers and indirect tables are
  *   compared with what the driver wrote);
- * - every used element names a head the driver made available and that is still
- *   outstanding, never more than were made available, with a used length no larger than
- *   the chain's writable bytes (§2.7.8.1);
+ * - every used element names a head (split) or buffer ID (packed) the driver made
+ *   available and that is still outstanding, never more than were made available, with a
+ *   used length no larger than the chain's writable bytes (§2.7.8.1) — on a packed ring,
+ *   for queues that only had well-formed buffers: after a raw step the driver cannot tell
+ *   where the device's used descriptors are;
  * - once the device set DEVICE_NEEDS_RESET (§2.1.2) it publishes nothing more;
  * - when the device broke, and on a sample of the other cases, it serves a real driver
  *   again after a reset (§2.4).
@@ -32,6 +36,7 @@
 import { LoopbackBackend } from "@pvkit/platform";
 import { MemoryDisk, VIRTIO_BLK_HEADER_SIZE, VirtioBlkDevice } from "@pvkit/virtio-blk";
 import {
+  PackedDeviceQueue,
   unbindVirtioDriver,
   VIRTIO_CONFIG_S_ACKNOWLEDGE,
   VIRTIO_CONFIG_S_DRIVER,
@@ -40,6 +45,7 @@ import {
   VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
@@ -49,6 +55,7 @@ import {
 } from "@pvkit/virtio-core";
 import {
   type MemoryRange,
+  MockPackedQueue,
   MockSplitQueue,
   type RawDescriptor,
   type TestGuest,
@@ -138,8 +145,13 @@ export type RingStep =
 /** Which device the case drives. */
 export type RingDevice = "blk" | "net" | "rng";
 
+/** The ring layout a case negotiates: split (§2.7) or packed (VIRTIO_F_RING_PACKED, §2.8). */
+export type RingLayout = "split" | "packed";
+
 /** A ring case. */
 export interface RingCase {
+  /** Default split. */
+  readonly layout?: RingLayout;
   readonly device: RingDevice;
   readonly transport: TestTransport;
   readonly eventIdx: boolean;
@@ -292,6 +304,7 @@ interface Rig {
   readonly transport: TestTransport;
   readonly guard: GuardedMemory;
   readonly guest: TestGuest;
+  readonly dev: VirtioDevice;
   readonly disk: MemoryDisk | null;
   readonly backend: LoopbackBackend | null;
   readonly offered: bigint;
@@ -322,14 +335,16 @@ function rigFor(device: RingDevice, transport: TestTransport): Rig {
       flush: true,
       discard: true,
       writeZeroes: true,
+      ringPacked: true,
     });
   } else if (device === "net") {
     backend = new LoopbackBackend();
-    dev = new VirtioNetDevice({ backend, queueSize: 16, mrgRxbuf: true });
+    dev = new VirtioNetDevice({ backend, queueSize: 16, mrgRxbuf: true, ringPacked: true });
   } else {
     let x = 1;
     dev = new VirtioRngDevice({
       queueSize: 16,
+      ringPacked: true,
       source: (b: Uint8Array) => {
         for (let i = 0; i < b.length; i++) {
           x = (x * 1103515245 + 12345) >>> 0;
@@ -344,6 +359,7 @@ function rigFor(device: RingDevice, transport: TestTransport): Rig {
     transport,
     guard,
     guest,
+    dev,
     disk,
     backend,
     offered: guest.transport.readDeviceFeatures(),
@@ -380,28 +396,49 @@ function clip(addr: bigint | number, len: number): MemoryRange | null {
   return { addr, len: Math.min(len, MEMORY_BYTES - addr) };
 }
 
-interface QueueState {
-  readonly mock: MockSplitQueue;
-  /** Heads made available and not yet used (multiset). */
+/** What the player knows about one queue's chains, whatever the layout. */
+interface Outstanding {
+  /** Heads (split) or buffer IDs (packed) made available and not yet used (multiset). */
   readonly outstanding: Map<number, number>;
   outstandingCount: number;
-  /** Exact writable bytes of well-formed chains by head; raw steps make it loose. */
+  /** Exact writable bytes of well-formed chains by head or ID; raw steps make it loose. */
   readonly writable: Map<number, number>;
   loose: boolean;
   looseBound: number;
-  tableNext: number;
+}
+
+interface SplitQueueState extends Outstanding {
+  readonly mock: MockSplitQueue;
   /** used.idx at the previous check. */
   seen: number;
 }
 
-class Player {
-  readonly queues: QueueState[] = [];
+interface PackedQueueState extends Outstanding {
+  readonly mock: MockPackedQueue;
+}
+
+/** The queue's ring, its driver area and its device area, as the transport takes them. */
+interface RingAddresses {
+  readonly desc: number;
+  readonly driver: number;
+  readonly device: number;
+}
+
+/**
+ * Plays a case on one layout. The layout-independent part (negotiation, canaries, which
+ * bytes the device may write, device-readable contents) is here; the rings are the
+ * subclasses'.
+ */
+abstract class Player {
   /** Ranges the device may write: rings and device-writable buffers. */
   readonly keep: MemoryRange[] = [{ ...SCRATCH }];
   /** Ranges written by the driver that the device must only read. */
   readonly readOnly: MemoryRange[] = [];
+  /** Each queue's descriptor table (split) or descriptor ring (packed). */
+  readonly descRanges: MemoryRange[] = [];
+  /** Per queue: the next indirect-table slot. */
+  readonly tableNext: number[] = [];
   broken = false;
-  usedAtBreak: number[] = [];
   /** Set when a device-writable buffer covers ring memory. */
   ringsWritable = false;
   /**
@@ -419,13 +456,28 @@ class Player {
   ) {}
 
   what(): string {
-    return `${this.c.device} over ${this.c.transport}`;
+    return `${this.c.device} over ${this.c.transport}${this.c.layout === "packed" ? " (packed ring)" : ""}`;
   }
+
+  /** The features to negotiate beyond the ring features. */
+  protected abstract layoutFeatures(): bigint;
+  /** Creates queue `i`'s driver-side ring; returns its ring ranges and addresses. */
+  protected abstract addQueue(i: number): { ranges: MemoryRange[]; at: RingAddresses };
+  /** Zeroes every ring (after the canaries were laid). */
+  protected abstract clearRings(): void;
+  /** Plays a ring step on queue `q`. */
+  protected abstract ringStep(q: number, s: RingStep & { q: number }): void;
+  /** Reads what the device published and checks it against what was made available. */
+  abstract checkUsed(): void;
+  /** Remembers what the device had published when it broke. */
+  abstract noteBreak(): void;
+  /** Throws the `model` finding when the device published anything since {@link noteBreak}. */
+  abstract expectNothingSinceBreak(): void;
 
   setup(): void {
     const { rig, c } = this;
     const t = rig.guest.transport;
-    let features = 1n << BigInt(VIRTIO_F_VERSION_1);
+    let features = (1n << BigInt(VIRTIO_F_VERSION_1)) | this.layoutFeatures();
     if (c.eventIdx) features |= 1n << BigInt(VIRTIO_F_EVENT_IDX);
     if (c.indirect) features |= 1n << BigInt(VIRTIO_F_INDIRECT_DESC);
     if (c.device === "net" && c.mrgRxbuf) features |= 1n << BigInt(VIRTIO_NET_F_MRG_RXBUF);
@@ -440,36 +492,26 @@ class Player {
         VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
       );
     });
-    const mem = rig.guard.memory;
+    expectModel(
+      rig.dev.queues[0] instanceof PackedDeviceQueue === (c.layout === "packed"),
+      () => `${this.what()}: the device did not take the negotiated ring layout`,
+    );
+    const addresses: RingAddresses[] = [];
     for (let i = 0; i < queueCount(c.device); i++) {
-      const mock = new MockSplitQueue(mem, c.size, { base: i * RING_STRIDE, zero: false });
-      this.queues.push({
-        mock,
-        outstanding: new Map(),
-        outstandingCount: 0,
-        writable: new Map(),
-        loose: false,
-        looseBound: 0,
-        tableNext: 0,
-        seen: 0,
-      });
-      this.keep.push(...mock.ringRanges());
-      this.ringEnd = Math.max(this.ringEnd, mock.end);
+      const { ranges, at } = this.addQueue(i);
+      addresses.push(at);
+      this.tableNext.push(0);
+      this.keep.push(...ranges);
+      for (const r of ranges) this.ringEnd = Math.max(this.ringEnd, r.addr + r.len);
     }
     rig.roMask.fill(0);
     rig.wMask.fill(0);
     for (const r of this.keep) rig.wMask.fill(1, r.addr, r.addr + r.len);
     // Canaries first, then the rings are zeroed and queues enabled.
     rig.guard.arm(this.keep);
-    for (const [i, q] of this.queues.entries()) {
-      q.mock.clearRings();
-      const err = noThrow(`${this.what()}: queue setup`, () =>
-        t.setupQueue(i, c.size, {
-          desc: q.mock.descAddr,
-          driver: q.mock.availAddr,
-          device: q.mock.usedAddr,
-        }),
-      );
+    this.clearRings();
+    for (const [i, at] of addresses.entries()) {
+      const err = noThrow(`${this.what()}: queue setup`, () => t.setupQueue(i, c.size, at));
       expectModel(
         err === undefined,
         () => `${this.what()}: queue ${i} setup failed: ${err?.message}`,
@@ -491,7 +533,8 @@ class Player {
     );
   }
 
-  private markWritable(addr: bigint | number, len: number): number {
+  /** Records `[addr, addr+len)` as device-writable. @returns `len` */
+  protected markWritable(addr: bigint | number, len: number): number {
     const r = clip(addr, len);
     if (r !== null) {
       this.keep.push(r);
@@ -502,9 +545,7 @@ class Player {
       const end = r.addr + r.len;
       if (
         (r.addr < DATA_BASE && end > TABLE_BASE) ||
-        this.queues.some(
-          (q) => r.addr < q.mock.descAddr + 16 * this.c.size && end > q.mock.descAddr,
-        )
+        this.descRanges.some((d) => r.addr < d.addr + d.len && end > d.addr)
       )
         this.descriptorsWritable = true;
     }
@@ -537,6 +578,24 @@ class Player {
     this.noteReadOnly(r);
   }
 
+  /**
+   * A well-formed step's buffers: readable ones filled (a blk or net header first), writable
+   * ones recorded. @returns the buffers and their writable bytes
+   */
+  protected goodBuffers(s: RingStep & { k: "good" }): {
+    bufs: { addr: bigint | number; len: number; writable: boolean }[];
+    writable: number;
+  } {
+    const bufs = [
+      ...s.read.map((b) => ({ addr: addrOf(b), len: b.len, writable: false })),
+      ...s.write.map((b) => ({ addr: addrOf(b), len: b.len, writable: true })),
+    ];
+    let writable = 0;
+    for (const [i, b] of s.read.entries()) this.fillReadable(b, i === 0, s);
+    for (const b of bufs) if (b.writable) writable += this.markWritable(b.addr, b.len);
+    return { bufs, writable };
+  }
+
   /** Records what the driver just wrote at `r` (device-readable: must stay as written). */
   noteReadOnly(r: MemoryRange): void {
     const bytes = this.rig.guard.memory.slice(r.addr, r.len);
@@ -546,23 +605,16 @@ class Player {
     this.rig.roMask.fill(1, r.addr, r.addr + r.len);
   }
 
-  private makeAvailable(q: QueueState, head: number): void {
-    q.mock.pushAvail(head);
-    const h = head & 0xffff;
-    q.outstanding.set(h, (q.outstanding.get(h) ?? 0) + 1);
-    q.outstandingCount++;
-  }
-
-  private tableAddr(q: number, n: number): number {
-    const qs = this.queues[q]!;
-    const at = TABLE_BASE + (((q * 8 + (qs.tableNext++ % 8)) * TABLE_STRIDE) % 0x1000);
+  protected tableAddr(q: number, n: number): number {
+    const at = TABLE_BASE + (((q * 8 + (this.tableNext[q]!++ % 8)) * TABLE_STRIDE) % 0x1000);
     return n * 16 <= TABLE_STRIDE ? at : TABLE_BASE;
   }
 
-  private rawDesc(d: RawDescSpec): RawDescriptor {
+  /** The raw descriptor a spec describes, its writable part recorded. */
+  protected rawBuffer(d: RawDescSpec): { addr: bigint | number; len: number } {
     const addr = addrOf(d);
     if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) this.markWritable(addr, d.len);
-    return { addr, len: d.len, flags: d.flags, next: d.next };
+    return { addr, len: d.len };
   }
 
   async step(s: RingStep): Promise<void> {
@@ -575,24 +627,86 @@ class Player {
       noThrow(`${what}: a frame from the network`, () => backend.inject(frame));
       return;
     }
-    const q = this.queues[s.q];
     if (s.k === "kick") {
       noThrow(`${what}: kick of queue ${s.q}`, () => this.rig.guest.transport.notify(s.q));
       return;
     }
-    if (q === undefined) return;
+    if (s.q < this.tableNext.length) this.ringStep(s.q, s);
+  }
+
+  status(): number {
+    return this.rig.guest.transport.getStatus();
+  }
+}
+
+/** Adds one to `head`'s count in `o`. */
+function makeOutstanding(o: Outstanding, head: number, n = 1): void {
+  o.outstanding.set(head, (o.outstanding.get(head) ?? 0) + n);
+  o.outstandingCount += n;
+}
+
+/**
+ * Checks one used element against what was made available (§2.7.8 / §2.8.7): its head or
+ * ID outstanding, its length within the chain's writable bytes (§2.7.8.1).
+ */
+function expectUsed(what: string, i: number, q: Outstanding, id: number, len: number): void {
+  const n = q.outstanding.get(id) ?? 0;
+  expectModel(
+    n > 0,
+    () => `${what}: queue ${i} returned ${id}, which was not outstanding (§2.7.8, §2.8.7)`,
+  );
+  if (n === 1) q.outstanding.delete(id);
+  else q.outstanding.set(id, n - 1);
+  q.outstandingCount--;
+  const bound = q.loose ? q.looseBound : (q.writable.get(id) ?? 0);
+  expectModel(
+    len <= bound,
+    () => `${what}: queue ${i} chain ${id} used length ${len} > ${bound} writable bytes (§2.7.8.1)`,
+  );
+}
+
+function emptyOutstanding(): Outstanding {
+  return {
+    outstanding: new Map(),
+    outstandingCount: 0,
+    writable: new Map(),
+    loose: false,
+    looseBound: 0,
+  };
+}
+
+/** Split rings (§2.7): descriptor table, avail ring, used ring. */
+class SplitPlayer extends Player {
+  readonly queues: SplitQueueState[] = [];
+  private usedAtBreak: number[] = [];
+
+  protected layoutFeatures(): bigint {
+    return 0n;
+  }
+
+  protected addQueue(i: number): { ranges: MemoryRange[]; at: RingAddresses } {
+    const mem = this.rig.guard.memory;
+    const mock = new MockSplitQueue(mem, this.c.size, { base: i * RING_STRIDE, zero: false });
+    this.queues.push({ ...emptyOutstanding(), mock, seen: 0 });
+    this.descRanges.push({ addr: mock.descAddr, len: 16 * this.c.size });
+    return {
+      ranges: mock.ringRanges(),
+      at: { desc: mock.descAddr, driver: mock.availAddr, device: mock.usedAddr },
+    };
+  }
+
+  protected clearRings(): void {
+    for (const q of this.queues) q.mock.clearRings();
+  }
+
+  protected ringStep(qi: number, s: RingStep & { q: number }): void {
+    const q = this.queues[qi]!;
     const mock = q.mock;
     switch (s.k) {
       case "good": {
         if (mock.freeDescriptors < (s.indirect ? 1 : s.read.length + s.write.length)) return;
         if (s.read.length + s.write.length === 0) return;
-        const bufs = [
-          ...s.read.map((b) => ({ addr: addrOf(b), len: b.len, writable: false })),
-          ...s.write.map((b) => ({ addr: addrOf(b), len: b.len, writable: true })),
-        ];
-        let writable = 0;
-        for (const [i, b] of s.read.entries()) this.fillReadable(b, i === 0, s);
-        for (const b of bufs) if (b.writable) writable += this.markWritable(b.addr, b.len);
+        const { bufs, writable } = this.goodBuffers(s);
         const indirectTable = s.indirect ? this.tableAddr(s.q, bufs.length) : undefined;
         const head = mock.addChain(bufs, {
           makeAvailable: false,
@@ -602,23 +716,29 @@ class Player {
           this.noteReadOnly({ addr: indirectTable, len: 16 * bufs.length });
         q.writable.set(head, Math.max(q.writable.get(head) ?? 0, writable));
         q.looseBound += writable;
-        this.makeAvailable(q, head);
+        mock.pushAvail(head);
+        makeOutstanding(q, head & 0xffff);
         return;
       }
       case "raw": {
         q.loose = true;
         for (const [i, d] of s.descs.entries()) {
-          const raw = this.rawDesc(d);
+          const b = this.rawBuffer(d);
           q.looseBound += (d.flags & VIRTQ_DESC_F_WRITE) !== 0 ? d.len : 0;
-          mock.writeDescriptor((s.at + i) % this.c.size, raw);
+          mock.writeDescriptor((s.at + i) % this.c.size, { ...b, flags: d.flags, next: d.next });
         }
-        this.makeAvailable(q, s.head);
+        mock.pushAvail(s.head);
+        makeOutstanding(q, s.head & 0xffff);
         return;
       }
       case "table": {
         q.loose = true;
         const at = this.tableAddr(s.q, s.entries.length);
-        const entries = s.entries.map((e) => this.rawDesc(e));
+        const entries: RawDescriptor[] = s.entries.map((e) => ({
+          ...this.rawBuffer(e),
+          flags: e.flags,
+          next: e.next,
+        }));
         for (const e of s.entries) q.looseBound += (e.flags & VIRTQ_DESC_F_WRITE) !== 0 ? e.len : 0;
         if (entries.length > 0) {
           mock.writeIndirectTable(at, entries);
@@ -631,7 +751,8 @@ class Player {
         }
         const idx = (mock.availIdx() + 3) % this.c.size;
         mock.writeDescriptor(idx, { addr: at, len, flags: s.flags & ~VIRTQ_DESC_F_NEXT, next: 0 });
-        this.makeAvailable(q, idx);
+        mock.pushAvail(idx);
+        makeOutstanding(q, idx);
         return;
       }
       case "avail": {
@@ -643,9 +764,7 @@ class Player {
         for (let k = 0; k < Math.min(n, this.c.size); k++) {
           const slot = (from + k) % this.c.size;
           const v = this.rig.guard.memory.readU16(mock.availAddr + 4 + 2 * slot);
-          const h = typeof v === "number" ? v : 0;
-          q.outstanding.set(h, (q.outstanding.get(h) ?? 0) + Math.ceil(n / this.c.size));
-          q.outstandingCount += Math.ceil(n / this.c.size);
+          makeOutstanding(q, typeof v === "number" ? v : 0, Math.ceil(n / this.c.size));
         }
         mock.setAvailIdx(to);
         return;
@@ -653,7 +772,6 @@ class Player {
     }
   }
 
-  /** Reads the used rings and checks them against what was made available. */
   checkUsed(): void {
     if (this.ringsWritable || this.descriptorsWritable) return;
     const what = this.what();
@@ -667,31 +785,163 @@ class Player {
         () =>
           `${what}: queue ${i} moved used.idx by ${moved} with ${q.outstandingCount} chains outstanding (§2.7.8)`,
       );
-      for (const e of used) {
-        const n = q.outstanding.get(e.id) ?? 0;
-        expectModel(
-          n > 0,
-          () => `${what}: queue ${i} returned head ${e.id}, which was not outstanding (§2.7.8)`,
+      for (const e of used) expectUsed(what, i, q, e.id, e.len);
+    }
+  }
+
+  noteBreak(): void {
+    this.usedAtBreak = this.queues.map((q) => q.mock.usedIdx());
+  }
+
+  expectNothingSinceBreak(): void {
+    const now = this.queues.map((q) => q.mock.usedIdx());
+    expectModel(
+      now.every((v, i) => v === this.usedAtBreak[i]),
+      () =>
+        `${this.what()}: the device published used entries after DEVICE_NEEDS_RESET (used.idx ${this.usedAtBreak.join(",")} → ${now.join(",")}); §2.1.2 / DESIGN: stop until reset`,
+    );
+  }
+}
+
+/**
+ * Packed rings (§2.8): one descriptor ring the driver fills and the device overwrites with
+ * used descriptors, and the two event suppression structures. A case step means here:
+ * good = a well-formed buffer (§2.8.21.1) with a fresh buffer ID; raw = descriptors with
+ * any address, length, ID and flags (AVAIL/USED bits of either lap included) at the
+ * driver's next positions; table = an indirect table of raw entries; avail = the driver's
+ * position and wrap counter moved by `delta` (wrap-counter games: the device must not take
+ * stale descriptors, nor hang).
+ */
+class PackedPlayer extends Player {
+  readonly queues: PackedQueueState[] = [];
+  private usedAtBreak: number[] = [];
+
+  protected layoutFeatures(): bigint {
+    return 1n << BigInt(VIRTIO_F_RING_PACKED);
+  }
+
+  protected addQueue(i: number): { ranges: MemoryRange[]; at: RingAddresses } {
+    const mock = new MockPackedQueue(this.rig.guard.memory, this.c.size, i * RING_STRIDE);
+    this.queues.push({ ...emptyOutstanding(), mock });
+    this.descRanges.push({ addr: mock.descAddr, len: 16 * this.c.size });
+    return {
+      ranges: mock.ringRanges(),
+      at: { desc: mock.descAddr, driver: mock.driverAddr, device: mock.deviceAddr },
+    };
+  }
+
+  protected clearRings(): void {
+    const mem = this.rig.guard.memory;
+    for (const q of this.queues) for (const r of q.mock.ringRanges()) mem.fill(r.addr, r.len, 0);
+  }
+
+  /** The AVAIL/USED bits of the driver's current lap, or the hostile flags as given. */
+  private lapFlags(q: PackedQueueState, flags: number): number {
+    // Mostly the current lap's bits, so the device takes the descriptor; sometimes as drawn.
+    if (flags > 7) return flags;
+    return (flags & 7) | MockPackedQueue.availBits(q.mock.availWrap);
+  }
+
+  protected ringStep(qi: number, s: RingStep & { q: number }): void {
+    const q = this.queues[qi]!;
+    const mock = q.mock;
+    switch (s.k) {
+      case "good": {
+        const n = s.indirect ? 1 : s.read.length + s.write.length;
+        if (n === 0) return;
+        // A driver reuses ring slots only once it has seen them used (§2.8.21.1).
+        if (!q.loose && !this.ringsWritable && !this.descriptorsWritable) this.collectUsed(qi);
+        let inUse = 0;
+        for (const k of mock.slotsOf.values()) inUse += k;
+        if (inUse + n > this.c.size) return;
+        const { bufs, writable } = this.goodBuffers(s);
+        const indirectTable = s.indirect ? this.tableAddr(s.q, bufs.length) : undefined;
+        const id = mock.addBuffer(bufs, indirectTable === undefined ? {} : { indirectTable });
+        if (indirectTable !== undefined)
+          this.noteReadOnly({ addr: indirectTable, len: 16 * bufs.length });
+        q.writable.set(id, Math.max(q.writable.get(id) ?? 0, writable));
+        q.looseBound += writable;
+        makeOutstanding(q, id);
+        return;
+      }
+      case "raw": {
+        q.loose = true;
+        const id = s.head & 0xffff;
+        mock.pushRaw(
+          s.descs.map((d) => {
+            q.looseBound += (d.flags & VIRTQ_DESC_F_WRITE) !== 0 ? d.len : 0;
+            // The ID: the step's head, or a descriptor's own `next` when it is out of range.
+            return {
+              ...this.rawBuffer(d),
+              id: d.next >= this.c.size ? d.next : id,
+              flags: this.lapFlags(q, d.flags),
+            };
+          }),
         );
-        if (n === 1) q.outstanding.delete(e.id);
-        else q.outstanding.set(e.id, n - 1);
-        q.outstandingCount--;
-        const bound = q.loose ? q.looseBound : (q.writable.get(e.id) ?? 0);
-        expectModel(
-          e.len <= bound,
-          () =>
-            `${what}: queue ${i} head ${e.id} used length ${e.len} > ${bound} writable bytes (§2.7.8.1)`,
-        );
+        return;
+      }
+      case "table": {
+        q.loose = true;
+        const at = this.tableAddr(s.q, s.entries.length);
+        for (const [i, e] of s.entries.entries()) {
+          q.looseBound += (e.flags & VIRTQ_DESC_F_WRITE) !== 0 ? e.len : 0;
+          mock.writeAt(at + 16 * i, { ...this.rawBuffer(e), id: e.next, flags: e.flags });
+        }
+        if (s.entries.length > 0) this.noteReadOnly({ addr: at, len: 16 * s.entries.length });
+        const len = Math.max(0, 16 * s.entries.length + s.lenDelta);
+        if ((s.flags & VIRTQ_DESC_F_WRITE) !== 0) {
+          this.markWritable(at, len);
+          q.looseBound += len;
+        }
+        mock.pushRaw([
+          { addr: at, len, id: qi, flags: this.lapFlags(q, s.flags & ~VIRTQ_DESC_F_NEXT) },
+        ]);
+        return;
+      }
+      case "avail": {
+        q.loose = true;
+        const next = mock.nextAvail + (s.delta & 0x7fff);
+        mock.availWrap ^= (Math.floor(next / this.c.size) + (s.delta >>> 15)) & 1;
+        mock.nextAvail = next % this.c.size;
+        return;
       }
     }
   }
 
-  usedIdxs(): number[] {
-    return this.queues.map((q) => q.mock.usedIdx());
+  /** Reads the used descriptors of a queue that only had well-formed buffers, and checks them. */
+  private collectUsed(qi: number): void {
+    const q = this.queues[qi]!;
+    // At most one used descriptor per ring slot since the last look.
+    for (let k = 0; k < this.c.size; k++) {
+      const e = q.mock.readUsed();
+      if (e === null) return;
+      expectUsed(this.what(), qi, q, e.id, e.len);
+    }
   }
 
-  status(): number {
-    return this.rig.guest.transport.getStatus();
+  checkUsed(): void {
+    // After a raw step the driver no longer knows where each chain ends, so it cannot tell
+    // a used descriptor from one it wrote itself: only well-formed queues are checked.
+    if (this.ringsWritable || this.descriptorsWritable) return;
+    for (const [i, q] of this.queues.entries()) if (!q.loose) this.collectUsed(i);
+  }
+
+  /** Used elements the device added per queue (its own count: the ring is shared). */
+  private usedCounts(): number[] {
+    return this.queues.map((_, i) => this.rig.dev.queues[i]?.stats.used ?? 0);
+  }
+
+  noteBreak(): void {
+    this.usedAtBreak = this.usedCounts();
+  }
+
+  expectNothingSinceBreak(): void {
+    const now = this.usedCounts();
+    expectModel(
+      now.every((v, i) => v === this.usedAtBreak[i]),
+      () =>
+        `${this.what()}: the device returned buffers after DEVICE_NEEDS_RESET (used ${this.usedAtBreak.join(",")} → ${now.join(",")}); §2.1.2 / DESIGN: stop until reset`,
+    );
   }
 }
 
@@ -699,7 +949,7 @@ class Player {
 export async function runRingCase(c: RingCase): Promise<void> {
   const rig = rigFor(c.device, c.transport);
   rig.guest.bus.resetStats();
-  const p = new Player(rig, c);
+  const p: Player = c.layout === "packed" ? new PackedPlayer(rig, c) : new SplitPlayer(rig, c);
   p.setup();
   for (const s of c.steps) {
     await p.step(s);
@@ -707,7 +957,7 @@ export async function runRingCase(c: RingCase): Promise<void> {
       await tick();
       p.checkUsed();
       p.broken = true;
-      p.usedAtBreak = p.usedIdxs();
+      p.noteBreak();
     }
   }
   await tick();
@@ -720,14 +970,7 @@ export async function runRingCase(c: RingCase): Promise<void> {
     checkReadOnly(p);
   }
   if (!p.broken && (p.status() & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0) p.broken = true;
-  else if (p.broken && !p.ringsWritable && !p.descriptorsWritable) {
-    const now = p.usedIdxs();
-    expectModel(
-      now.every((v, i) => v === p.usedAtBreak[i]),
-      () =>
-        `${what}: the device published used entries after DEVICE_NEEDS_RESET (used.idx ${p.usedAtBreak.join(",")} → ${now.join(",")}); §2.1.2 / DESIGN: stop until reset`,
-    );
-  }
+  else if (p.broken && !p.ringsWritable && !p.descriptorsWritable) p.expectNothingSinceBreak();
   if (p.broken || c.serveCheck) {
     const probe: ServeProbe =
       c.device === "blk"
@@ -770,5 +1013,16 @@ export const ringTarget: FuzzTarget<RingCase> = {
   kind: "ring",
   weight: 6,
   arbitrary: ringCaseArb,
+  run: runRingCase,
+};
+
+/** The `ring-packed` target: the same cases on packed rings (§2.8). */
+export const ringPackedTarget: FuzzTarget<RingCase> = {
+  name: "ring-packed",
+  description:
+    "hostile packed rings (IDs, wrap counters, chains, indirect tables) for virtio-blk, virtio-net and virtio-rng through virtio-mmio and virtio-pci",
+  kind: "ring",
+  weight: 3,
+  arbitrary: ringCaseArb.map((c): RingCase => ({ ...c, layout: "packed" })),
   run: runRingCase,
 };
