@@ -2,6 +2,8 @@
  * The `ring` and `ring-packed` fuzz targets: fixed-seed runs, the case CI found at seed
  * cbb0cdf0, and proof that their canaries and used-ring models fail on a broken device.
  */
+
+import type { GuestMemory } from "@pvkit/platform";
 import {
   type DeviceVirtqueue,
   PackedDeviceQueue,
@@ -60,6 +62,38 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
+type Notify = (index: number, queue: DeviceVirtqueue) => void;
+
+/** The guest memory a device was bound to (a protected field). */
+function memoryOf(device: VirtioRngDevice): GuestMemory | null {
+  return Reflect.get(device, "memory") as GuestMemory | null;
+}
+
+/** Wraps `VirtioRngDevice#fill`: `before` runs first, on each call. */
+function onFill(before: (device: VirtioRngDevice) => void): void {
+  const fill = Reflect.get(VirtioRngDevice.prototype, "fill") as (c: unknown) => number;
+  vi.spyOn(
+    VirtioRngDevice.prototype as unknown as { fill: typeof fill },
+    "fill",
+  ).mockImplementation(function (this: VirtioRngDevice, chain: unknown) {
+    before(this);
+    return fill.call(this, chain);
+  });
+}
+
+/** Wraps `VirtioRngDevice#onQueueNotify`: `around` gets the device, the queue and the real call. */
+function onNotify(
+  around: (device: VirtioRngDevice, queue: DeviceVirtqueue, serve: () => void) => void,
+): void {
+  const notify = Reflect.get(VirtioRngDevice.prototype, "onQueueNotify") as Notify;
+  vi.spyOn(
+    VirtioRngDevice.prototype as unknown as { onQueueNotify: Notify },
+    "onQueueNotify",
+  ).mockImplementation(function (this: VirtioRngDevice, index, queue) {
+    around(this, queue, () => notify.call(this, index, queue));
+  });
+}
+
 describe("ring", () => {
   test("a fixed-seed run finds nothing", async () => {
     await fc.assert(
@@ -77,28 +111,16 @@ describe("ring", () => {
   });
 
   test("detects a device that writes one byte outside the buffers it was given", async () => {
-    const fill = Reflect.get(VirtioRngDevice.prototype, "fill") as (c: unknown) => number;
-    vi.spyOn(
-      VirtioRngDevice.prototype as unknown as { fill: typeof fill },
-      "fill",
-    ).mockImplementation(function (this: VirtioRngDevice, chain: unknown) {
-      this.memory?.writeU8(0x7ff0, 0);
-      return fill.call(this, chain);
-    });
+    onFill((d) => memoryOf(d)?.writeU8(0x7ff0, 0));
     expect((await findingOf(() => ringTarget.run(oneRequest)))?.invariant).toBe("canary");
   });
 
   test("detects a device that publishes a used entry it was never given", async () => {
-    type Notify = (index: number, queue: DeviceVirtqueue) => void;
-    const notify = Reflect.get(VirtioRngDevice.prototype, "onQueueNotify") as Notify;
-    vi.spyOn(
-      VirtioRngDevice.prototype as unknown as { onQueueNotify: Notify },
-      "onQueueNotify",
-    ).mockImplementation(function (this: VirtioRngDevice, index, queue) {
-      notify.call(this, index, queue);
+    onNotify((d, queue, serve) => {
+      serve();
       // One more used entry than chains made available (used.idx += 1).
-      const idx = this.memory?.readU16(queue.deviceAddr + 2);
-      if (typeof idx === "number") this.memory?.writeU16(queue.deviceAddr + 2, idx + 1);
+      const idx = memoryOf(d)?.readU16(queue.deviceAddr + 2);
+      if (typeof idx === "number") memoryOf(d)?.writeU16(queue.deviceAddr + 2, idx + 1);
     });
     expect((await findingOf(() => ringTarget.run(oneRequest)))?.invariant).toBe("model");
   });
@@ -124,43 +146,24 @@ describe("ring-packed", () => {
 
   test("the hand-written request passes on the real device, and the device took a packed ring", async () => {
     const seen: boolean[] = [];
-    const notify = Reflect.get(VirtioRngDevice.prototype, "onQueueNotify") as (
-      index: number,
-      queue: DeviceVirtqueue,
-    ) => void;
-    vi.spyOn(
-      VirtioRngDevice.prototype as unknown as { onQueueNotify: typeof notify },
-      "onQueueNotify",
-    ).mockImplementation(function (this: VirtioRngDevice, index, queue) {
+    onNotify((_d, queue, serve) => {
       seen.push(queue instanceof PackedDeviceQueue);
-      notify.call(this, index, queue);
+      serve();
     });
     expect(await findingOf(() => ringPackedTarget.run(onePacked))).toBeNull();
     expect(seen).toEqual([true]);
   });
 
   test("detects a device that writes one byte outside the buffers it was given", async () => {
-    const fill = Reflect.get(VirtioRngDevice.prototype, "fill") as (c: unknown) => number;
-    vi.spyOn(
-      VirtioRngDevice.prototype as unknown as { fill: typeof fill },
-      "fill",
-    ).mockImplementation(function (this: VirtioRngDevice, chain: unknown) {
-      this.memory?.writeU8(0x7ff0, 0);
-      return fill.call(this, chain);
-    });
+    onFill((d) => memoryOf(d)?.writeU8(0x7ff0, 0));
     expect((await findingOf(() => ringPackedTarget.run(onePacked)))?.invariant).toBe("canary");
   });
 
   test("detects a used descriptor longer than the buffer's writable bytes", async () => {
-    type Notify = (index: number, queue: DeviceVirtqueue) => void;
-    const notify = Reflect.get(VirtioRngDevice.prototype, "onQueueNotify") as Notify;
-    vi.spyOn(
-      VirtioRngDevice.prototype as unknown as { onQueueNotify: Notify },
-      "onQueueNotify",
-    ).mockImplementation(function (this: VirtioRngDevice, index, queue) {
-      notify.call(this, index, queue);
+    onNotify((d, queue, serve) => {
+      serve();
       // The used descriptor went into ring slot 0: claim 4096 bytes for a 16-byte buffer.
-      this.memory?.writeU32(queue.descAddr + 8, 4096);
+      memoryOf(d)?.writeU32(queue.descAddr + 8, 4096);
     });
     const f = await findingOf(() => ringPackedTarget.run(onePacked));
     expect(f?.invariant).toBe("model");
@@ -178,17 +181,12 @@ describe("ring-packed", () => {
         { k: "kick", q: 0 },
       ],
     };
-    const fill = Reflect.get(VirtioRngDevice.prototype, "fill") as (c: unknown) => number;
-    vi.spyOn(
-      VirtioRngDevice.prototype as unknown as { fill: typeof fill },
-      "fill",
-    ).mockImplementation(function (this: VirtioRngDevice, chain: unknown) {
+    let calls = 0;
+    onFill((d) => {
       // Only the case's first buffer: the serve check after the reset must succeed.
       if (calls++ === 0)
-        this.needsReset(new VirtioError(VirtioErrorCode.MALFORMED_REQUEST, "broken on purpose", 0));
-      return fill.call(this, chain);
+        d.needsReset(new VirtioError(VirtioErrorCode.MALFORMED_REQUEST, "broken on purpose", 0));
     });
-    let calls = 0;
     expect(await findingOf(() => ringPackedTarget.run(twoRequests))).toBeNull();
     calls = 0;
     // The broken device: it goes on serving its queue after DEVICE_NEEDS_RESET.
