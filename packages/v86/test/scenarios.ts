@@ -99,7 +99,12 @@ export function virtioFeatures(lines: readonly string[]): Map<string, string> {
   return out;
 }
 
-const BLK_SCRIPT = `${VIRTIO_FEATURES_SCRIPT}
+// The kernel's console output can land inside a line the script is printing (an
+// asynchronous record such as "random: crng init done" written while the line is still in
+// the tty): console log level 1 keeps kernel records off the console while the script
+// runs; they stay in the log, and the DMESG lines at the end carry warnings with them.
+const BLK_SCRIPT = `dmesg -n 1
+${VIRTIO_FEATURES_SCRIPT}
 for d in /sys/block/vd*; do
   n=\${d##*/}
   echo "DISK $n $(readlink -f $d/device) $(cat $d/size) $(cat $d/serial)"
@@ -114,7 +119,7 @@ for d in /sys/block/vd*; do
   blockdev --flushbufs /dev/$n
   echo "BACK $n $(dd if=/dev/$n bs=4096 skip=${PATTERN_SECTOR / 8} count=${PATTERN_BYTES / 4096} 2>/dev/null | md5sum | cut -d' ' -f1) $(md5sum < /tmp/p.$n | cut -d' ' -f1)"
 done
-dmesg | grep -a -i -E "virtio|vd[a-z]|LNRO|table upgrade" | sed 's/^/DMESG /'
+dmesg | grep -a -i -E "virtio|vd[a-z]|LNRO|table upgrade|WARNING:|BUG:|Oops|Call Trace" | sed 's/^/DMESG /'
 `;
 
 /** One disk as the guest and the host saw it. */
