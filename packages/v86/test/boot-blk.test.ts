@@ -51,7 +51,7 @@ describe("Linux virtio_blk on pvkit virtio-blk in v86", () => {
         expect(d.sectors).toBe(DISK_SECTORS);
         expect(d.readsMatching).toBe(KNOWN_SECTORS.length);
         expect(d.wroteOk).toBe(true);
-        expect(d.readBackOk).toBe(true);
+        expect(d.readBackOk, `${d.backLine}\n${r.boot.scriptOutput}`).toBe(true);
         expect(d.hostHasPattern).toBe(true);
         expect(d.otherBytesChanged).toBe(0);
         expect(d.flushes).toBeGreaterThanOrEqual(1);

@@ -54,7 +54,7 @@ describe("Linux on pvkit packed virtqueues in v86", () => {
       expect(d.sectors).toBe(DISK_SECTORS);
       expect(d.readsMatching).toBe(KNOWN_SECTORS.length);
       expect(d.wroteOk).toBe(true);
-      expect(d.readBackOk).toBe(true);
+      expect(d.readBackOk, `${d.backLine}\n${r.boot.scriptOutput}`).toBe(true);
       expect(d.hostHasPattern).toBe(true);
       expect(d.otherBytesChanged).toBe(0);
       expect(d.flushes).toBeGreaterThanOrEqual(1);

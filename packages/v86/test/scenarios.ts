@@ -142,6 +142,8 @@ export interface DiskReport {
   readonly wroteOk: boolean;
   /** The guest read its pattern back unchanged. */
   readonly readBackOk: boolean;
+  /** The guest's `BACK` line (its read-back MD5, the pattern's MD5), for failure messages. */
+  readonly backLine: string;
   /** The host's disk holds the pattern afterwards. */
   readonly hostHasPattern: boolean;
   /** Bytes outside the pattern that differ from the original image. */
@@ -259,7 +261,8 @@ export async function runBlkBoot(
       const s = Number(r[1]);
       if (r[2] === md5(image.subarray(s * 512, s * 512 + 512))) readsMatching++;
     }
-    const back = lines.find((l) => l.startsWith(`BACK ${name} `))?.split(" ") ?? [];
+    const backLine = lines.find((l) => l.startsWith(`BACK ${name} `)) ?? "";
+    const back = backLine.split(" ");
     const pattern = guestPattern(name);
     const at = PATTERN_SECTOR * 512;
     let otherBytesChanged = 0;
@@ -279,6 +282,7 @@ export async function runBlkBoot(
       readsMatching,
       wroteOk: lines.includes(`WROTE ${name} 0`),
       readBackOk: back.length === 4 && back[2] === back[3] && back[2] === md5(pattern),
+      backLine: `${backLine || "no BACK line"} (pattern ${md5(pattern)})`,
       hostHasPattern: md5(contents.subarray(at, at + PATTERN_BYTES)) === md5(pattern),
       otherBytesChanged,
       flushes: byType[VirtioBlkType.FLUSH] ?? 0,
