@@ -116,7 +116,16 @@ export interface GuardedMemoryOptions {
   readonly guard?: number;
   /** Back the buffer with a `SharedArrayBuffer`. */
   readonly shared?: boolean;
+  /**
+   * Back the buffer with a `WebAssembly.Memory` that {@link GuardedMemory.grow} grows, as
+   * v86's own allocator grows v86's RAM while devices have requests in flight (growing
+   * detaches every view of the old buffer).
+   */
+  readonly growable?: boolean;
 }
+
+/** Pages (64 KiB) a growable {@link GuardedMemory} may grow by. */
+const MAX_GROW_PAGES = 64;
 
 /**
  * Guest RAM (one region at guest-physical 0) placed in the middle of a larger host buffer
@@ -127,11 +136,11 @@ export interface GuardedMemoryOptions {
 export class GuardedMemory {
   /** The guest memory devices and drivers get. */
   readonly memory: GuestMemory;
-  /** The whole host buffer: guard, guest RAM, guard. */
-  readonly host: Uint8Array;
   /** Bytes of guard on each side. */
   readonly guard: number;
   private keep: readonly MemoryRange[] = [];
+  private hostView: Uint8Array;
+  private readonly wasm: WebAssembly.Memory | null;
 
   /**
    * @param size - guest RAM in bytes
@@ -143,11 +152,39 @@ export class GuardedMemory {
   ) {
     this.guard = options.guard ?? 4096;
     const total = size + 2 * this.guard;
-    const backing = options.shared ? new SharedArrayBuffer(total) : new ArrayBuffer(total);
-    this.host = new Uint8Array(backing);
+    let backing: ArrayBuffer | SharedArrayBuffer | WebAssembly.Memory;
+    if (options.growable) {
+      if (options.shared) throw new Error("a growable GuardedMemory cannot be shared");
+      const pages = Math.ceil(total / 65536);
+      backing = new WebAssembly.Memory({ initial: pages, maximum: pages + MAX_GROW_PAGES });
+    } else backing = options.shared ? new SharedArrayBuffer(total) : new ArrayBuffer(total);
+    this.wasm = backing instanceof WebAssembly.Memory ? backing : null;
+    this.hostView = new Uint8Array(this.wasm?.buffer ?? (backing as ArrayBuffer), 0, total);
     this.memory = new GuestMemory([{ base: 0, size, backing, backingOffset: this.guard }]);
     this.host.fill(CANARY_BYTE, 0, this.guard);
     this.host.fill(CANARY_BYTE, this.guard + size);
+  }
+
+  /** The whole host buffer: guard, guest RAM, guard (a fresh view after a {@link grow}). */
+  get host(): Uint8Array {
+    if (this.wasm !== null && this.hostView.length === 0)
+      this.hostView = new Uint8Array(this.wasm.buffer, 0, this.size + 2 * this.guard);
+    return this.hostView;
+  }
+
+  /**
+   * Grows a growable memory by one page, detaching every view of its buffer (guest RAM
+   * and the guards keep their place and contents). False when the memory is not growable
+   * or may not grow further.
+   */
+  grow(): boolean {
+    if (this.wasm === null) return false;
+    try {
+      this.wasm.grow(1);
+      return true;
+    } catch {
+      return false; // RangeError: at the maximum
+    }
   }
 
   /**

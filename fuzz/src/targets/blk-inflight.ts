@@ -4,9 +4,10 @@
  * base and a `FileDisk` top), with the real guest driver.
  *
  * A case interleaves writes, reads and flushes (issued without waiting) with event-loop
- * turns that let the files' I/O finish, device resets (§2.4) and hostile status writes
- * (§2.1: FAILED, cleared bits, random values). Each driver lifetime (an *epoch*) lives in
- * its own slab of guest RAM. Checks:
+ * turns that let the files' I/O finish, device resets (§2.4), hostile status writes
+ * (§2.1: FAILED, cleared bits, random values) and, when guest RAM is a growable
+ * `WebAssembly.Memory` (as v86's is), growth of that memory, which detaches every view of
+ * it. Each driver lifetime (an *epoch*) lives in its own slab of guest RAM. Checks:
  *
  * - after a reset, nothing of the old epoch is written: its slab (rings, headers, status
  *   bytes, bounce buffers) is overwritten with a pattern at the reset and must still hold
@@ -17,6 +18,7 @@
  *   write that was in flight or unacknowledged and not superseded (§5.2.6: requests in
  *   flight together may complete in any order);
  * - an acknowledged read returned a value the model allowed at that time;
+ * - the device failed no request as a back-end error the back-end did not return;
  * - no exception escaped, the bus caught none, nothing outside the slabs changed.
  *
  * @module
@@ -28,6 +30,7 @@ import * as path from "node:path";
 import { threadId } from "node:worker_threads";
 import {
   type BlockBackend,
+  type BlockResult,
   MemoryDisk,
   OverlayDisk,
   VirtioBlkDevice,
@@ -62,12 +65,15 @@ export type InflightStep =
   | { readonly k: "flush" }
   | { readonly k: "turns"; readonly n: number }
   | { readonly k: "reset" }
-  | { readonly k: "status"; readonly value: number };
+  | { readonly k: "status"; readonly value: number }
+  | { readonly k: "grow" };
 
 /** A `blk-inflight` case. */
 export interface InflightCase {
   readonly backend: "file" | "overlay";
   readonly writeback: boolean;
+  /** Guest RAM in a `WebAssembly.Memory` that `grow` steps grow (as v86's RAM grows). */
+  readonly growable: boolean;
   readonly steps: readonly InflightStep[];
 }
 
@@ -95,6 +101,7 @@ const stepArb: fc.Arbitrary<InflightStep> = fc.oneof(
     arbitrary: fc.record({ k: fc.constant("turns" as const), n: fc.integer({ min: 0, max: 6 }) }),
   },
   { weight: 2, arbitrary: fc.record({ k: fc.constant("reset" as const) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("grow" as const) }) },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -108,6 +115,7 @@ const stepArb: fc.Arbitrary<InflightStep> = fc.oneof(
 export const inflightCaseArb: fc.Arbitrary<InflightCase> = fc.record({
   backend: fc.constantFrom("file" as const, "overlay" as const),
   writeback: fc.boolean(),
+  growable: fc.boolean(),
   steps: fc.array(stepArb, { minLength: 1, maxLength: 16 }),
 });
 
@@ -115,6 +123,8 @@ export const inflightCaseArb: fc.Arbitrary<InflightCase> = fc.record({
 
 class Counting implements BlockBackend {
   inFlight = 0;
+  /** Operations the back-end answered with an error. */
+  failures = 0;
   constructor(readonly inner: BlockBackend) {}
   get byteLength(): number {
     return this.inner.byteLength;
@@ -122,12 +132,18 @@ class Counting implements BlockBackend {
   get readOnly(): boolean {
     return this.inner.readOnly;
   }
-  private wrap<T>(r: T | Promise<T>): T | Promise<T> {
-    if (!(r instanceof Promise)) return r;
+  private wrap(r: BlockResult | Promise<BlockResult>): BlockResult | Promise<BlockResult> {
+    if (!(r instanceof Promise)) return this.count(r);
     this.inFlight++;
-    return r.finally(() => {
-      this.inFlight--;
-    });
+    return r
+      .finally(() => {
+        this.inFlight--;
+      })
+      .then((v) => this.count(v));
+  }
+  private count(r: BlockResult): BlockResult {
+    if (r !== undefined) this.failures++;
+    return r;
   }
   readv(offset: number, buffers: readonly Uint8Array[]) {
     return this.wrap(this.inner.readv(offset, buffers));
@@ -169,7 +185,8 @@ function tmpFile(name: string): string {
   return path.join(tmpDir, name);
 }
 
-async function makeRig(kind: "file" | "overlay", writeback: boolean): Promise<Rig> {
+async function makeRig(c: InflightCase): Promise<Rig> {
+  const { backend: kind, writeback } = c;
   let inner: BlockBackend;
   if (kind === "file") {
     inner = await FileDisk.open(tmpFile(`file-${writeback}.img`), { create: DISK_BYTES });
@@ -187,7 +204,7 @@ async function makeRig(kind: "file" | "overlay", writeback: boolean): Promise<Ri
     configWce: true,
     writeback,
   });
-  const guard = new GuardedMemory(MEMORY_BYTES);
+  const guard = new GuardedMemory(MEMORY_BYTES, { growable: c.growable });
   const guest = testGuest(device, { memory: guard.memory });
   return { backend, device, guard, guest };
 }
@@ -324,7 +341,7 @@ async function settle(rig: Rig, drv: VirtioBlkDriver | null): Promise<void> {
 export async function runInflightCase(c: InflightCase): Promise<void> {
   // A fresh disk and device per case (a file open costs less than the case), so that a
   // case replays exactly.
-  const rig = await makeRig(c.backend, c.writeback);
+  const rig = await makeRig(c);
   try {
     await playInflight(rig, c);
   } finally {
@@ -427,6 +444,9 @@ async function playInflight(rig: Rig, c: InflightCase): Promise<void> {
           d?.poll();
         }
         break;
+      case "grow":
+        rig.guard.grow(); // views taken before this step are detached now
+        break;
       case "reset":
         if (resets >= SLABS - 1) break;
         resets++;
@@ -482,6 +502,17 @@ async function playInflight(rig: Rig, c: InflightCase): Promise<void> {
     }
   }
   expectModel(problems.length === 0, () => `${what}: ${problems.join("; ")}`);
+  // A request the device failed as a back-end error must have had one: otherwise the
+  // device lost it (e.g. a read whose guest buffers a growing WebAssembly.Memory had
+  // detached), and the guest saw an I/O error the disk never made.
+  const deviceFailures = Object.entries(rig.device.stats.errors)
+    .filter(([code]) => code.startsWith("BACKEND_"))
+    .reduce((n, [, k]) => n + (k ?? 0), 0);
+  expectModel(
+    deviceFailures === rig.backend.failures,
+    () =>
+      `${what}: the device reported ${deviceFailures} back-end error(s), the back-end returned ${rig.backend.failures}`,
+  );
   // The device serves a fresh driver, and no acknowledged write is lost.
   epoch++;
   const slab = slabs.find((s) => !dead.includes(s)) ?? slabs[0]!;

@@ -5,6 +5,7 @@
 // the back-end zero-copy views of guest memory, so a slow disk wrote whatever the guest put
 // there after the reset to the old request's sector.
 
+import { GuestMemory } from "@pvkit/platform";
 import {
   type BlockBackend,
   type BlockResult,
@@ -58,11 +59,11 @@ const HDR = 0x1_0000;
 const DATA = 0x2_0000;
 const STATUS = 0x3_0000;
 
-function setup() {
+function setup(memory?: GuestMemory) {
   const disk = new GatedDisk();
   disk.inner.bytes.fill(0x77);
   const device = new VirtioBlkDevice({ backend: disk, writeback: true, flush: true });
-  const g = rawMmioGuest(device, { queues: [{ base: 0, size: 16 }] });
+  const g = rawMmioGuest(device, { queues: [{ base: 0, size: 16 }], ...(memory && { memory }) });
   const header = (type: number, sector: number) => {
     g.memory.fill(HDR, 16, 0);
     g.memory.writeU32(HDR, type);
@@ -127,5 +128,41 @@ describe("virtio-blk: requests in flight on an asynchronous back-end across a re
     expect((g.memory.slice(DATA, 512) as Uint8Array).every((b) => b === 0x77)).toBe(true);
     expect(g.memory.readU8(STATUS)).toBe(0);
     expect(g.queues[0]!.readUsed()).toEqual([{ id: 0, len: 513 }]);
+  });
+
+  // The CI flake of boot-blk.test.ts (PCI disk on a FileDisk: the guest read its pattern
+  // back wrong, once in a few runs): v86's RAM is a WebAssembly.Memory that v86's own Rust
+  // code grows (its JIT allocates), and growing detaches every view of the old buffer. The
+  // device took views of the read's buffers when the request started; a read that
+  // finished after a growth found them detached, so its data never reached the guest.
+  it("a read in flight while a WebAssembly.Memory grows lands in the new buffer", async () => {
+    const wasm = new WebAssembly.Memory({ initial: 16, maximum: 32 }); // 1 MiB
+    const memory = new GuestMemory([
+      { base: 0, size: 0x3_8000, backing: wasm },
+      { base: 0x4_0000, size: 0x4_0000, backing: wasm, backingOffset: 0x4_0000 },
+    ]);
+    const { disk, g, header } = setup(memory);
+    disk.inner.bytes.set(
+      Uint8Array.from({ length: 1024 }, (_, i) => (i * 7 + 3) & 0xff),
+      5 * 512,
+    );
+    header(VirtioBlkType.IN, 5);
+    g.memory.fill(STATUS, 1, 0xa5);
+    g.memory.fill(DATA, 1024, 0);
+    g.queues[0]!.addChain([
+      { addr: HDR, len: 16 },
+      { addr: DATA, len: 512, writable: true },
+      { addr: 0x4_2000, len: 512, writable: true }, // the second region
+      { addr: STATUS, len: 1, writable: true },
+    ]);
+    g.notify(0);
+    const before = wasm.buffer;
+    wasm.grow(1); // as v86's allocator does between two slices
+    expect(before.byteLength).toBe(0); // the old buffer is detached
+    await disk.release();
+    expect(g.memory.readU8(STATUS)).toBe(0); // OK
+    expect(g.queues[0]!.readUsed()).toEqual([{ id: 0, len: 1025 }]);
+    expect(g.memory.slice(DATA, 512)).toEqual(disk.inner.bytes.slice(5 * 512, 6 * 512));
+    expect(g.memory.slice(0x4_2000, 512)).toEqual(disk.inner.bytes.slice(6 * 512, 7 * 512));
   });
 });

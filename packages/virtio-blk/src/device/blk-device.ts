@@ -377,14 +377,16 @@ export class VirtioBlkDevice extends VirtioDeviceBase<VirtioBlkEvents> {
     switch (req.type) {
       case VirtioBlkType.IN: {
         if (req.dataLength === 0) return undefined;
-        const views = this.views(chain, true, 0, req.dataLength);
-        if (b.synchronous === true) return b.readv(offset, views);
+        if (b.synchronous === true)
+          return b.readv(offset, this.views(chain, true, 0, req.dataLength));
         // Asynchronous back-end (issue 17, found by `pnpm fuzz blk-inflight`): read into
         // host memory and copy into the guest's buffers only if the device was not reset
-        // meanwhile — after a reset the guest owns that memory again (§2.4).
+        // meanwhile — after a reset the guest owns that memory again (§2.4). The copy goes
+        // through the chain when the data lands, not through views taken now: a
+        // `WebAssembly.Memory` that grew meanwhile (v86's RAM) detached them.
         const bounce = new Uint8Array(req.dataLength);
         const land = (r: BlockResult): BlockResult => {
-          if (r === undefined && epoch === this.epoch) scatter(bounce, views);
+          if (r === undefined && epoch === this.epoch) chain.copyToWritable(0, bounce);
           return r;
         };
         const r = b.readv(offset, [bounce]);
@@ -536,13 +538,4 @@ function gather(views: readonly Uint8Array[], length: number): Uint8Array {
     at += v.length;
   }
   return out;
-}
-
-/** Copies `src` across `views`, in order. */
-function scatter(src: Uint8Array, views: readonly Uint8Array[]): void {
-  let at = 0;
-  for (const v of views) {
-    v.set(src.subarray(at, at + v.length));
-    at += v.length;
-  }
 }

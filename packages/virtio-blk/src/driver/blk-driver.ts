@@ -217,7 +217,11 @@ export class VirtioBlkDriver {
     refused: 0,
   };
 
-  private readonly slotView: DataView;
+  // The request slots (header and status per slot) as views of guest memory, taken again
+  // when a growing `WebAssembly.Memory` detached them (see {@link slots}).
+  private slotBytes: Uint8Array = new Uint8Array(0);
+  private slotView: DataView = new DataView(new ArrayBuffer(0));
+  private readonly slotsLength: number;
   private readonly dirty: Uint8Array;
   private readonly freeSlots: number[] = [];
   private readonly waiting: Token[] = [];
@@ -235,18 +239,17 @@ export class VirtioBlkDriver {
     private readonly queues: DriverVirtqueue<Token>[],
     features: bigint,
     info: BlkDiskInfo,
-    slots: number,
+    private readonly slotsAddr: number,
     slotCount: number,
   ) {
     this.features = features;
     this.info = info;
-    const area = memory.slice(slots, slotCount * SLOT_BYTES);
-    if (!(area instanceof Uint8Array)) throw new Error(area.message);
-    this.slotView = new DataView(area.buffer, area.byteOffset, area.byteLength);
+    this.slotsLength = slotCount * SLOT_BYTES;
+    this.takeSlots();
     this.dirty = new Uint8Array(queues.length);
     for (let i = slotCount - 1; i >= 0; i--) this.freeSlots.push(i);
     for (let i = 0; i < slotCount; i++) {
-      const hdr = slots + i * SLOT_BYTES;
+      const hdr = slotsAddr + i * SLOT_BYTES;
       this.headerBufs.push({ addr: hdr, len: VIRTIO_BLK_HEADER_SIZE });
       this.statusBufs.push({ addr: hdr + VIRTIO_BLK_HEADER_SIZE, len: 1 });
     }
@@ -770,7 +773,7 @@ export class VirtioBlkDriver {
       this.stats.backlogged++;
       return false;
     }
-    const v = this.slotView;
+    const v = this.slots();
     const at = slot * SLOT_BYTES;
     v.setUint32(at, t.type, true);
     v.setUint32(at + 4, 0, true);
@@ -844,8 +847,21 @@ export class VirtioBlkDriver {
     this.commit();
   }
 
+  /** The request slots' view, current after a `WebAssembly.Memory` grew and detached it. */
+  private slots(): DataView {
+    if (this.slotBytes.length === 0) this.takeSlots();
+    return this.slotView;
+  }
+
+  private takeSlots(): void {
+    const area = this.memory.slice(this.slotsAddr, this.slotsLength);
+    if (!(area instanceof Uint8Array)) throw new Error(area.message);
+    this.slotBytes = area;
+    this.slotView = new DataView(area.buffer, area.byteOffset, area.byteLength);
+  }
+
   private complete(t: Token, len: number): void {
-    const status = this.slotView.getUint8(t.slot * SLOT_BYTES + VIRTIO_BLK_HEADER_SIZE);
+    const status = this.slots().getUint8(t.slot * SLOT_BYTES + VIRTIO_BLK_HEADER_SIZE);
     let bytes = Math.max(0, len - 1);
     if (status === VirtioBlkStatus.OK && t.dst !== null && t.bounce >= 0) {
       bytes = Math.min(bytes, t.dst.length);

@@ -8,10 +8,16 @@
  * is warm and the few chains in use stay in cache. A chain is valid until its head is
  * returned with `addUsed` (or the queue is reset); do not keep it after that.
  *
+ * Views of guest memory (`readable`, `writable`, `bufferBytes`, `bufferView`) are valid
+ * until control returns to the event loop: growing a `WebAssembly.Memory` (v86's RAM
+ * grows when v86's own allocator needs room) detaches every view of its old buffer. A
+ * device that finishes a request asynchronously takes its views again when it finishes;
+ * the chain's copy methods and view getters find the current buffer themselves.
+ *
  * @module
  */
 
-import type { GuestMemoryRegion } from "@pvkit/platform";
+import type { GuestMemory, GuestMemoryRegion } from "@pvkit/platform";
 
 const INITIAL_CAPACITY = 4;
 
@@ -53,11 +59,25 @@ export class DescriptorChain {
    */
   buf: number[] = newBufferTable(3 * INITIAL_CAPACITY);
 
+  /** The guest memory's regions (buffers are stored as region + offset). */
+  readonly regions: readonly GuestMemoryRegion[];
+  private readonly growable: boolean;
+
   /**
-   * @param regions - the guest memory's regions (buffers are stored as region + offset)
+   * @param memory - the guest memory the chain's buffers lie in
    * @internal created by `DeviceQueue`
    */
-  constructor(readonly regions: readonly GuestMemoryRegion[]) {}
+  constructor(private readonly memory: GuestMemory) {
+    this.regions = memory.regions;
+    this.growable = memory.growable;
+  }
+
+  /** Region `k` with current views (a grown `WebAssembly.Memory` detached the old ones). */
+  private region(k: number): GuestMemoryRegion {
+    const r = this.regions[k]!;
+    if (this.growable && r.bytes.length === 0) this.memory.refresh();
+    return r;
+  }
 
   /** A reader over the readable bytes, rewound at every pop. */
   get reader(): ChainReader {
@@ -141,14 +161,14 @@ export class DescriptorChain {
    * Buffers are numbered readable first, then writable.
    */
   bufferBytes(i: number): Uint8Array {
-    return this.regions[this.buf[3 * i]!]!.bytes;
+    return this.region(this.buf[3 * i]!).bytes;
   }
   /**
    * A `DataView` over the same region as {@link bufferBytes}, for little-endian fields
    * inside buffer `i` (at {@link bufferOffset}) without copying or allocating.
    */
   bufferView(i: number): DataView {
-    return this.regions[this.buf[3 * i]!]!.view;
+    return this.region(this.buf[3 * i]!).view;
   }
   /** Offset of buffer `i` inside {@link bufferBytes}. */
   bufferOffset(i: number): number {
@@ -179,7 +199,7 @@ export class DescriptorChain {
   private view(n: number): Uint8Array {
     const b = this.buf;
     const off = b[3 * n + 1]!;
-    return this.regions[b[3 * n]!]!.bytes.subarray(off, off + b[3 * n + 2]!);
+    return this.region(b[3 * n]!).bytes.subarray(off, off + b[3 * n + 2]!);
   }
 
   /**
@@ -231,7 +251,7 @@ export class DescriptorChain {
         continue;
       }
       const n = Math.min(len - skip, length - done);
-      const bytes = this.regions[this.buf[3 * i]!]!.bytes;
+      const bytes = this.region(this.buf[3 * i]!).bytes;
       const off = this.buf[3 * i + 1]! + skip;
       copyBytes(
         toGuest ? buf : bytes,

@@ -321,7 +321,7 @@ export class DeviceQueue implements DeviceVirtqueue {
       }
     }
     for (let i = 0; i < pool.length; i++)
-      if (pool[i]!.regions !== mem.regions) pool[i] = new DescriptorChain(mem.regions);
+      if (pool[i]!.regions !== mem.regions) pool[i] = new DescriptorChain(mem);
     return undefined;
   }
 
@@ -453,7 +453,7 @@ export class DeviceQueue implements DeviceVirtqueue {
 
   /** Adds a chain to the pool (none is spare). @returns its pool index */
   private newChain(): number {
-    return this.pool.push(new DescriptorChain(this.memory!.regions)) - 1;
+    return this.pool.push(new DescriptorChain(this.memory!)) - 1;
   }
 
   /** Reports a head the avail ring may not name (§2.7.6): out of range, or in flight. */

@@ -307,7 +307,7 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
       }
     }
     for (let i = 0; i < pool.length; i++)
-      if (pool[i]!.regions !== mem.regions) pool[i] = new DescriptorChain(mem.regions);
+      if (pool[i]!.regions !== mem.regions) pool[i] = new DescriptorChain(mem);
     return undefined;
   }
 
@@ -400,7 +400,7 @@ export class PackedDeviceQueue implements DeviceVirtqueue {
 
   /** Adds a chain to the pool (none is spare). @returns its pool index */
   private newChain(): number {
-    return this.pool.push(new DescriptorChain(this.memory!.regions)) - 1;
+    return this.pool.push(new DescriptorChain(this.memory!)) - 1;
   }
 
   /**

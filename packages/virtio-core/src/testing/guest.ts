@@ -130,6 +130,8 @@ export function deliverInterrupts(irq: IrqLine, handler: () => void): void {
 export interface RawMmioGuestOptions {
   /** Guest RAM in bytes (default 1 MiB). */
   readonly memoryBytes?: number;
+  /** Guest RAM to use instead of a new buffer of `memoryBytes` (e.g. a growable `WebAssembly.Memory`). */
+  readonly memory?: GuestMemory;
   /** Feature bits the raw driver accepts (VERSION_1 is added). */
   readonly features?: bigint;
   /** One ring per queue to set up: where its raw rings live and its size. */
@@ -161,7 +163,7 @@ export interface RawMmioGuest {
  * @throws Error when the device does not reach DRIVER_OK (a broken test setup)
  */
 export function rawMmioGuest(device: VirtioDevice, options: RawMmioGuestOptions): RawMmioGuest {
-  const memory = GuestMemory.create(options.memoryBytes ?? 1 << 20);
+  const memory = options.memory ?? GuestMemory.create(options.memoryBytes ?? 1 << 20);
   const irq = new Irq("virtio-mmio");
   const bus = new Bus();
   bus.map(
