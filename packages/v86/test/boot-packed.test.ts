@@ -56,6 +56,7 @@ describe("Linux on pvkit packed virtqueues in v86", () => {
       expect(d.wroteOk).toBe(true);
       expect(d.readBackOk, `${d.backLine}\n${r.boot.scriptOutput}`).toBe(true);
       expect(d.hostHasPattern).toBe(true);
+      expect(d.errors).toEqual({});
       expect(d.otherBytesChanged).toBe(0);
       expect(d.flushes).toBeGreaterThanOrEqual(1);
     }

@@ -150,6 +150,8 @@ export interface DiskReport {
   readonly otherBytesChanged: number;
   /** FLUSH requests the device completed. */
   readonly flushes: number;
+  /** Requests the device failed, by error code (a healthy run has none). */
+  readonly errors: Readonly<Record<string, number>>;
   /** Requests completed, all types. */
   readonly requests: number;
   /** Register exits on the device. */
@@ -286,6 +288,7 @@ export async function runBlkBoot(
       hostHasPattern: md5(contents.subarray(at, at + PATTERN_BYTES)) === md5(pattern),
       otherBytesChanged,
       flushes: byType[VirtioBlkType.FLUSH] ?? 0,
+      errors: { ...dev.stats.errors },
       requests: Object.values(byType).reduce((a, b) => a + b, 0),
       exits: stats[transport === "pci" ? "blk-pci.bar0" : "blk-mmio"]?.exits ?? 0,
     });
